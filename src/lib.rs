@@ -1,0 +1,26 @@
+//! thermalert: DS18B20 temperature alerts over MQTT v5 + TLS.
+//!
+//! Layout:
+//! - [`config`]: the daemon's TOML configuration (serde, then `validate()`),
+//!   errors that name file, key and line.
+//! - [`alert`]: the pure alert engine (levels, hysteresis, faults).
+//! - [`sensor`]: the backend trait and the backends (`sim`, ...).
+//! - [`mqtt`]: the MQTT contract shared by daemon and notifier (topics,
+//!   payloads), TLS set-up and the connection supervisor.
+//! - [`daemon`] / [`notifier`]: the two programs; `src/bin/*` only call
+//!   their `main()`.
+//! - [`logging`]: stderr logging with levels.
+
+pub mod alert;
+pub mod backoff;
+pub mod config;
+pub mod daemon;
+pub mod logging;
+pub mod mqtt;
+pub mod notifier;
+pub mod sensor;
+pub mod timefmt;
+
+/// Exit code for a configuration error (`EX_CONFIG` from sysexits.h), so a
+/// systemd unit can say `RestartPreventExitStatus=78`.
+pub const EXIT_CONFIG: i32 = 78;

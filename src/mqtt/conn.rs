@@ -1,0 +1,238 @@
+//! Connection options and connection-state reporting shared by the daemon
+//! and the notifier.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::{
+    ConnectReturnCode, ConnectionError, LastWill, MqttOptions, NetworkOptions, TlsConfiguration,
+    Transport,
+};
+
+/// What both programs need to reach the broker.
+#[derive(Clone)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+    pub client_id: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub tls: Arc<rustls::ClientConfig>,
+    pub keep_alive_secs: u16,
+    pub connect_timeout: Duration,
+    /// Session Expiry Interval; with it the session survives reconnects
+    /// (clean start off).
+    pub session_expiry_secs: u32,
+    pub receive_maximum: u16,
+}
+
+impl Endpoint {
+    /// MQTT v5 options: TLS only, clean start off with a session expiry,
+    /// our Receive Maximum, TCP_NODELAY (alerts are small and urgent).
+    pub fn options(&self, will: Option<LastWill>) -> MqttOptions {
+        let mut o = MqttOptions::new(self.client_id.clone(), (self.host.clone(), self.port));
+        o.set_keep_alive(self.keep_alive_secs);
+        o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+            self.tls.clone(),
+        )));
+        if let Some(u) = &self.username {
+            o.set_credentials(u.clone(), self.password.clone().unwrap_or_default());
+        }
+        o.set_clean_start(false);
+        o.set_session_expiry_interval(Some(self.session_expiry_secs));
+        o.set_receive_maximum(Some(self.receive_maximum));
+        o.set_connect_timeout(self.connect_timeout);
+        let mut net = NetworkOptions::new();
+        net.set_tcp_nodelay(true);
+        o.set_network_options(net);
+        if let Some(w) = will {
+            o.set_last_will(w);
+        }
+        o
+    }
+}
+
+/// A one-line explanation of why a connection failed, for a person.
+pub fn explain(e: &ConnectionError) -> String {
+    match e {
+        ConnectionError::ConnectionRefused(code) => match code {
+            ConnectReturnCode::BadUserNamePassword => {
+                "the broker refused the username or password (check mqtt.username and the password file)".into()
+            }
+            ConnectReturnCode::NotAuthorized => {
+                "the broker refused the connection: not authorized (check the username, password and ACL)".into()
+            }
+            other => format!("the broker refused the connection: {other:?}"),
+        },
+        _ => {
+            let text = error_chain(e);
+            if text.contains("UnknownIssuer") || text.contains("BadSignature") {
+                format!("TLS: the broker's certificate is not signed by the CA in ca_file ({text})")
+            } else if text.contains("NotValidForName") {
+                format!("TLS: the broker's certificate is not valid for this host name; its SAN must list the host you connect to ({text})")
+            } else if text.contains("Expired") || text.contains("NotValidYet") {
+                format!("TLS: the broker's certificate is expired or not yet valid ({text})")
+            } else if text.contains("CorruptMessage") || text.contains("InvalidContentType") || text.contains("received corrupt message") {
+                format!("TLS: the server did not answer with TLS (a plaintext listener?) ({text})")
+            } else {
+                text
+            }
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+/// Tracks the connection state so that the log shows one line per change,
+/// not one per retry.
+#[derive(Debug, Default)]
+pub struct ConnLog {
+    last_error: Option<String>,
+    connected: bool,
+    failures: u32,
+}
+
+impl ConnLog {
+    /// A connection was established.
+    pub fn connected(&mut self, what: &str) {
+        if self.failures > 0 {
+            log::info!("{what} after {} failed attempt(s)", self.failures);
+        } else {
+            log::info!("{what}");
+        }
+        self.connected = true;
+        self.last_error = None;
+        self.failures = 0;
+    }
+
+    /// A connection attempt failed or a connection broke; logs when the
+    /// reason changed and returns whether it did.
+    pub fn failed(&mut self, e: &ConnectionError, retry_in: Duration) -> bool {
+        let why = explain(e);
+        self.failures += 1;
+        let changed = self.connected || self.last_error.as_deref() != Some(&why);
+        if changed {
+            if self.connected {
+                log::warn!(
+                    "connection to the broker lost: {why}; reconnecting in {:.1}s",
+                    retry_in.as_secs_f64()
+                );
+            } else {
+                log::error!(
+                    "cannot connect to the broker: {why}; retrying in {:.1}s",
+                    retry_in.as_secs_f64()
+                );
+            }
+        } else {
+            log::debug!(
+                "still cannot connect: {why}; retrying in {:.1}s",
+                retry_in.as_secs_f64()
+            );
+        }
+        self.connected = false;
+        self.last_error = Some(why);
+        changed
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connected
+    }
+}
+
+/// What the connection driver reports to the program.
+#[derive(Debug)]
+pub enum Link {
+    /// CONNACK received.
+    Connected {
+        session_present: bool,
+        /// The broker's Receive Maximum, if it sent one.
+        broker_receive_max: Option<u16>,
+    },
+    /// An incoming PUBLISH.
+    Message(rumqttc::Publish),
+    /// The connection broke or could not be made; the driver is backing off.
+    Down,
+}
+
+/// Drives the event loop: forwards what the program needs, reconnects
+/// after failures with exponential backoff and jitter (the client never
+/// reconnects by itself), and ends once a DISCONNECT has been sent or
+/// `stop` fires while disconnected.
+pub async fn drive(
+    mut eventloop: rumqttc::EventLoop,
+    tx: tokio::sync::mpsc::Sender<Link>,
+    mut backoff: crate::backoff::Backoff,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    use rumqttc::{Event, Incoming, Outgoing};
+    let mut state = ConnLog::default();
+    loop {
+        let polled = tokio::select! {
+            p = eventloop.poll() => p,
+            () = stop.cancelled(), if !state.is_connected() => return,
+        };
+        match polled {
+            Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
+                backoff.reset();
+                let broker_receive_max = ack.properties.as_ref().and_then(|p| p.receive_max);
+                state.connected(&format!(
+                    "connected to the broker (session {}, broker receive maximum {})",
+                    if ack.session_present {
+                        "resumed"
+                    } else {
+                        "new"
+                    },
+                    broker_receive_max.map_or_else(|| "65535".to_string(), |r| r.to_string())
+                ));
+                let _ = tx
+                    .send(Link::Connected {
+                        session_present: ack.session_present,
+                        broker_receive_max,
+                    })
+                    .await;
+            }
+            Ok(Event::Incoming(Incoming::Publish(p))) => {
+                let _ = tx.send(Link::Message(p)).await;
+            }
+            Ok(Event::Incoming(Incoming::Disconnect(d))) => {
+                log::warn!(
+                    "the broker closed the connection: {:?}{}",
+                    d.reason_code,
+                    d.properties
+                        .as_ref()
+                        .and_then(|p| p.reason_string.as_ref())
+                        .map(|r| format!(" ({r})"))
+                        .unwrap_or_default()
+                );
+            }
+            Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
+            Ok(Event::Outgoing(Outgoing::PingReq)) => log::trace!("PINGREQ sent"),
+            Ok(_) => {}
+            Err(rumqttc::ConnectionError::RequestsDone) => return,
+            Err(e) => {
+                let delay = backoff.next_delay();
+                let was_connected = state.is_connected();
+                state.failed(&e, delay);
+                if was_connected {
+                    let _ = tx.send(Link::Down).await;
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = stop.cancelled() => return,
+                }
+            }
+        }
+    }
+}

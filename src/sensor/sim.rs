@@ -1,0 +1,129 @@
+//! The simulated backend: each sensor follows a script of temperature steps
+//! and injected faults over time, for CI and demos.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use super::{Backend, BackendError, Found, Sample};
+use crate::alert::{ReadFault, POWER_ON_RESET_C};
+use crate::config::{Config, SimConfig, SimFaultKind};
+
+/// The temperature a sensor without a script reads.
+pub const DEFAULT_C: f64 = 20.0;
+
+/// A pure script: what a simulated sensor reads at time `t` seconds.
+pub fn value_at(script: &SimConfig, t: f64) -> Result<f64, ReadFault> {
+    let t = match script.loop_secs {
+        Some(l) if l > 0.0 => t.rem_euclid(l),
+        _ => t,
+    };
+    if let Some(f) = script.faults.iter().find(|f| f.from <= t && t < f.until) {
+        return match f.kind {
+            SimFaultKind::Missing => Err(ReadFault::Missing),
+            SimFaultKind::Crc => Err(ReadFault::Crc),
+            SimFaultKind::PowerOnReset => Ok(POWER_ON_RESET_C),
+        };
+    }
+    Ok(script
+        .steps
+        .iter()
+        .take_while(|s| s[0] <= t)
+        .last()
+        .map_or_else(
+            || script.steps.first().map_or(DEFAULT_C, |s| s[1]),
+            |s| s[1],
+        ))
+}
+
+pub struct SimBackend {
+    start: Instant,
+    scripts: HashMap<String, SimConfig>,
+}
+
+impl SimBackend {
+    pub fn from_config(cfg: &Config) -> Self {
+        Self {
+            start: Instant::now(),
+            scripts: cfg
+                .sensor
+                .iter()
+                .map(|s| (s.id.clone(), s.sim.clone().unwrap_or_default()))
+                .collect(),
+        }
+    }
+
+    fn read(&self, id: &str, t: f64) -> Result<f64, ReadFault> {
+        match self.scripts.get(id) {
+            Some(s) => value_at(s, t),
+            None => Err(ReadFault::Missing),
+        }
+    }
+}
+
+impl Backend for SimBackend {
+    fn sweep(&mut self, ids: &[String]) -> Vec<Sample> {
+        let t = self.start.elapsed().as_secs_f64();
+        ids.iter()
+            .map(|id| Sample {
+                id: id.clone(),
+                read: self.read(id, t),
+            })
+            .collect()
+    }
+
+    fn scan(&mut self) -> Result<Vec<Found>, BackendError> {
+        let t = self.start.elapsed().as_secs_f64();
+        let mut ids: Vec<&String> = self.scripts.keys().collect();
+        ids.sort();
+        Ok(ids
+            .into_iter()
+            .map(|id| Found {
+                id: id.clone(),
+                celsius: self.read(id, t),
+                resolution_bits: Some(12),
+                parasite: Some(false),
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SimFault;
+
+    fn script() -> SimConfig {
+        SimConfig {
+            steps: vec![[0.0, 20.0], [3.0, 35.0], [6.0, 45.0], [12.0, 20.0]],
+            loop_secs: None,
+            faults: vec![SimFault {
+                from: 20.0,
+                until: 25.0,
+                kind: SimFaultKind::Crc,
+            }],
+        }
+    }
+
+    #[test]
+    fn steps_hold_until_the_next_one() {
+        let s = script();
+        assert_eq!(value_at(&s, 0.0), Ok(20.0));
+        assert_eq!(value_at(&s, 2.99), Ok(20.0));
+        assert_eq!(value_at(&s, 3.0), Ok(35.0));
+        assert_eq!(value_at(&s, 7.0), Ok(45.0));
+        assert_eq!(value_at(&s, 100.0), Ok(20.0));
+        assert_eq!(value_at(&s, 21.0), Err(ReadFault::Crc));
+    }
+
+    #[test]
+    fn loops_wrap_time() {
+        let mut s = script();
+        s.loop_secs = Some(10.0);
+        assert_eq!(value_at(&s, 13.5), Ok(35.0));
+    }
+
+    #[test]
+    fn no_script_reads_the_default() {
+        assert_eq!(value_at(&SimConfig::default(), 5.0), Ok(DEFAULT_C));
+    }
+}
