@@ -139,6 +139,12 @@ fn default_reconnect_max() -> u64 {
 pub enum Backend {
     #[serde(rename = "sim")]
     Sim,
+    /// The kernel's w1-gpio + w1_therm drivers, read through sysfs.
+    #[serde(rename = "w1-sysfs")]
+    W1Sysfs,
+    /// Bit-banged 1-Wire on a GPIO pin, in user space.
+    #[serde(rename = "gpio")]
+    Gpio,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -150,6 +156,76 @@ pub struct SensorsConfig {
     /// Consecutive failed reads before a sensor raises FAULT.
     #[serde(default = "default_fault_after")]
     pub fault_after: u32,
+    /// Whether sensors found on the bus but absent from the config are
+    /// monitored with default thresholds.
+    #[serde(default)]
+    pub monitor_unconfigured: bool,
+    /// `[sensors.w1]`: the kernel backend's settings.
+    #[serde(default)]
+    pub w1: W1Config,
+    /// `[sensors.gpio]`: the bit-banging backend's settings.
+    #[serde(default)]
+    pub gpio: GpioConfig,
+}
+
+/// Where the kernel's w1 devices are and how to read them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct W1Config {
+    #[serde(default = "default_w1_root")]
+    pub root: PathBuf,
+    /// Use the bus master's `therm_bulk_read` when the kernel offers it.
+    #[serde(default = "default_true")]
+    pub bulk_read: bool,
+}
+
+impl Default for W1Config {
+    fn default() -> Self {
+        Self {
+            root: default_w1_root(),
+            bulk_read: true,
+        }
+    }
+}
+
+fn default_w1_root() -> PathBuf {
+    PathBuf::from("/sys/bus/w1/devices")
+}
+
+/// The 1-Wire data pin for the bit-banging backend.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GpioConfig {
+    /// BCM GPIO number of the data line.
+    #[serde(default = "default_gpio_pin")]
+    pub pin: u8,
+    /// The GPIO character device (named in permission errors).
+    #[serde(default = "default_gpio_chip")]
+    pub chip: PathBuf,
+    /// Attempts per sensor and sweep before a read counts as failed
+    /// (user-space timing can be preempted mid-slot).
+    #[serde(default = "default_gpio_attempts")]
+    pub attempts: u32,
+}
+
+impl Default for GpioConfig {
+    fn default() -> Self {
+        Self {
+            pin: default_gpio_pin(),
+            chip: default_gpio_chip(),
+            attempts: default_gpio_attempts(),
+        }
+    }
+}
+
+fn default_gpio_pin() -> u8 {
+    4
+}
+fn default_gpio_chip() -> PathBuf {
+    PathBuf::from("/dev/gpiochip0")
+}
+fn default_gpio_attempts() -> u32 {
+    3
 }
 
 fn default_poll_interval() -> u64 {
@@ -172,6 +248,9 @@ pub struct SensorConfig {
     pub critical_below: Option<f64>,
     #[serde(default = "default_hysteresis")]
     pub hysteresis: f64,
+    /// Conversion resolution in bits (9..=12) for the hardware backends;
+    /// unset leaves the sensor's own setting (12 bit from the factory).
+    pub resolution: Option<u8>,
     /// Script for the simulated backend.
     pub sim: Option<SimConfig>,
 }
@@ -406,6 +485,18 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        if !(1..=10).contains(&s.gpio.attempts) {
+            return Err(problem(
+                vec![Key("sensors"), Key("gpio"), Key("attempts")],
+                format!("{} is out of range: 1 to 10", s.gpio.attempts),
+            ));
+        }
+        if s.gpio.pin > 53 {
+            return Err(problem(
+                vec![Key("sensors"), Key("gpio"), Key("pin")],
+                format!("{} is not a BCM GPIO number (0 to 53)", s.gpio.pin),
+            ));
+        }
         if self.sensor.is_empty() {
             return Err(problem(
                 vec![Key("sensors")],
@@ -429,6 +520,14 @@ impl Config {
             sc.thresholds()
                 .check()
                 .map_err(|(k, msg)| problem(sk(k), msg))?;
+            if let Some(bits) = sc.resolution {
+                if !(9..=12).contains(&bits) {
+                    return Err(problem(
+                        sk("resolution"),
+                        format!("{bits} bits is not a DS18B20 resolution: 9, 10, 11 or 12"),
+                    ));
+                }
+            }
             if let Some(sim) = &sc.sim {
                 let mut last = f64::NEG_INFINITY;
                 for st in &sim.steps {
@@ -636,6 +735,74 @@ steps = [[0.0, 20.0], [3.0, 35.0], [6.0, 45.0], [12.0, 20.0]]   # [seconds since
         let msg = Config::parse(&src, &p).expect_err("dup").to_string();
         assert!(msg.contains("listed twice"), "{msg}");
         assert!(msg.contains(":25:"), "{msg}");
+    }
+
+    #[test]
+    fn hardware_backends_and_their_sections_parse() {
+        let d = dir_with_files();
+        let p = d.path().join("t.toml");
+        let src = EXAMPLE
+            .replace("backend = \"sim\"", "backend = \"w1-sysfs\"")
+            .replace(
+                "poll_interval_ms = 500",
+                "poll_interval_ms = 500\nmonitor_unconfigured = true\n[sensors.w1]\nroot = \"/tmp/w1\"\nbulk_read = false\n[sensors.gpio]\npin = 17",
+            )
+            .replace("hysteresis = 0.5", "hysteresis = 0.5\nresolution = 10");
+        let c = Config::parse(&src, &p).expect("valid");
+        assert_eq!(c.sensors.backend, Backend::W1Sysfs);
+        assert!(c.sensors.monitor_unconfigured);
+        assert_eq!(c.sensors.w1.root, PathBuf::from("/tmp/w1"));
+        assert!(!c.sensors.w1.bulk_read);
+        assert_eq!(c.sensors.gpio.pin, 17);
+        assert_eq!(c.sensors.gpio.chip, PathBuf::from("/dev/gpiochip0"));
+        assert_eq!(c.sensors.gpio.attempts, 3);
+        assert_eq!(c.sensor[0].resolution, Some(10));
+
+        let gpio = EXAMPLE.replace("backend = \"sim\"", "backend = \"gpio\"");
+        let c = Config::parse(&gpio, &p).expect("valid");
+        assert_eq!(c.sensors.backend, Backend::Gpio);
+        assert_eq!(c.sensors.gpio.pin, 4);
+        assert_eq!(c.sensors.w1.root, PathBuf::from("/sys/bus/w1/devices"));
+        assert!(c.sensors.w1.bulk_read);
+        assert!(!c.sensors.monitor_unconfigured);
+        assert_eq!(c.sensor[0].resolution, None);
+    }
+
+    #[test]
+    fn resolution_outside_9_to_12_is_rejected() {
+        let d = dir_with_files();
+        let p = d.path().join("t.toml");
+        for bad in ["8", "13"] {
+            let src = EXAMPLE.replace(
+                "hysteresis = 0.5",
+                &format!("hysteresis = 0.5\nresolution = {bad}"),
+            );
+            let msg = Config::parse(&src, &p)
+                .expect_err("bad resolution")
+                .to_string();
+            assert!(
+                msg.contains("t.toml:22: key `sensor[0].resolution`"),
+                "{msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_keys_in_hardware_sections_are_rejected() {
+        let d = dir_with_files();
+        let p = d.path().join("t.toml");
+        let src = EXAMPLE.replace(
+            "poll_interval_ms = 500",
+            "poll_interval_ms = 500\n[sensors.w1]\nrooot = \"/x\"",
+        );
+        let msg = Config::parse(&src, &p).expect_err("typo").to_string();
+        assert!(msg.contains("rooot"), "{msg}");
+        let src = EXAMPLE.replace(
+            "poll_interval_ms = 500",
+            "poll_interval_ms = 500\n[sensors.gpio]\nattempts = 0",
+        );
+        let msg = Config::parse(&src, &p).expect_err("attempts").to_string();
+        assert!(msg.contains("sensors.gpio.attempts"), "{msg}");
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! - [`config`]: the daemon's TOML configuration (serde, then `validate()`),
 //!   errors that name file, key and line.
 //! - [`alert`]: the pure alert engine (levels, hysteresis, faults).
-//! - [`sensor`]: the backend trait and the backends (`sim`, ...).
+//! - [`sensor`]: the backend trait and the backends (`sim`, `w1-sysfs`, `gpio`).
+//! - [`onewire`]: CRC-8, ROM ids, DS18B20 scratchpad decoding, and a
+//!   wire-level simulator of DS18B20s for tests and benchmarks.
 //! - [`mqtt`]: the MQTT contract shared by daemon and notifier (topics,
 //!   payloads), TLS set-up and the connection supervisor.
 //! - [`daemon`] / [`notifier`]: the two programs; `src/bin/*` only call
@@ -18,6 +20,7 @@ pub mod daemon;
 pub mod logging;
 pub mod mqtt;
 pub mod notifier;
+pub mod onewire;
 pub mod sensor;
 pub mod timefmt;
 

@@ -2,7 +2,9 @@
 //! sweep; it is blocking code and runs on its own thread, never on a
 //! runtime worker. Expected failures (CRC, missing sensor) are values.
 
+pub mod gpio;
 pub mod sim;
+pub mod w1_sysfs;
 
 use std::time::Duration;
 
@@ -52,5 +54,7 @@ pub trait Backend: Send {
 pub fn open(cfg: &Config) -> Result<Box<dyn Backend>, BackendError> {
     match cfg.sensors.backend {
         BackendKind::Sim => Ok(Box::new(sim::SimBackend::from_config(cfg))),
+        BackendKind::W1Sysfs => Ok(Box::new(w1_sysfs::W1SysfsBackend::from_config(cfg)?)),
+        BackendKind::Gpio => gpio::open(cfg),
     }
 }
