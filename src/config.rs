@@ -449,7 +449,7 @@ impl Config {
                     }
                 }
                 for f in &sim.faults {
-                    if !(f.from <= f.until) {
+                    if f.from.is_nan() || f.until.is_nan() || f.from > f.until {
                         return Err(problem(
                             vec![Key("sensor"), Index(i), Key("sim"), Key("faults")],
                             "each fault needs from <= until",
