@@ -242,6 +242,10 @@ fi
 
 # ---------------------------------------------------------------------- next
 fingerprint=$(openssl x509 -in "$certs/ca.crt" -noout -fingerprint -sha256 | sed 's/^[^=]*=//')
+files_opt=
+if [[ $etc != /etc/mosquitto ]]; then
+    files_opt="--passwd $passwd --acl $acl "
+fi
 cat <<EOF
 
 Done.  Next steps:
@@ -255,8 +259,9 @@ Done.  Next steps:
   new certificates (certs/make-certs.sh --reuse-ca).
 
 * Add a user for each gateway (user name = gateway id) and notifier:
-    sudo $script_dir/add-user.sh --password-out /etc/thermalert/mqtt.pass gateway GATEWAY_ID
-    sudo $script_dir/add-user.sh --password-out ./alice.pass notifier alice
+    sudo install -d -m 0700 /etc/thermalert
+    sudo $script_dir/add-user.sh ${files_opt}--password-out /etc/thermalert/mqtt.pass gateway GATEWAY_ID
+    sudo $script_dir/add-user.sh ${files_opt}--password-out ./alice.pass notifier alice
     sudo systemctl reload mosquitto
   and give the .pass file to the daemon / the notifier's workstation.
 
