@@ -235,11 +235,6 @@ pub struct BrokerOpts<'a> {
     pub pki: Option<Pki>,
 }
 
-fn current_user() -> String {
-    let out = Command::new("id").arg("-un").output().expect("id -un");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 impl Broker {
     pub fn start(dir: &Path) -> Broker {
         Self::start_with(dir, BrokerOpts::default())
@@ -277,30 +272,35 @@ impl Broker {
             .expect("project ACL");
         acl.push_str("\nuser observer\ntopic readwrite #\n");
         std::fs::write(dir.join("acl"), acl).expect("write acl");
+        // The project's own broker configuration, rendered for this folder.
+        let certs = dir.join("certs");
+        if pki.dir != certs {
+            std::fs::create_dir_all(&certs).expect("mkdir");
+            for f in ["ca.crt", "server.crt", "server.key"] {
+                std::fs::copy(pki.dir.join(f), certs.join(f)).expect("copy cert");
+            }
+        }
         let port = free_port();
-        let persist = dir.join("persist");
-        std::fs::create_dir_all(&persist).expect("mkdir");
-        let mut conf = format!(
-            "per_listener_settings false\nuser {user}\nallow_anonymous false\npassword_file {passwd}\nacl_file {acl}\n\
-             persistence true\npersistence_location {persist}/\nlog_dest stderr\nlog_type all\nset_tcp_nodelay true\n\
-             listener {port} 127.0.0.1\n",
-            user = current_user(),
-            passwd = passwd.display(),
-            acl = dir.join("acl").display(),
-            persist = persist.display(),
-        );
-        if !opts.plaintext {
-            conf.push_str(&format!(
-                "cafile {}\ncertfile {}\nkeyfile {}\ntls_version tlsv1.2\n",
-                pki.ca().display(),
-                pki.dir.join("server.crt").display(),
-                pki.dir.join("server.key").display()
-            ));
+        let mut render = Command::new("bash");
+        render
+            .arg(Path::new(ROOT).join("mosquitto/render-conf.sh"))
+            .arg("--dir")
+            .arg(dir)
+            .arg("--port")
+            .arg(port.to_string());
+        if opts.plaintext {
+            render.arg("--plaintext");
         }
         for l in opts.extra {
-            conf.push_str(l);
-            conf.push('\n');
+            render.arg("--extra").arg(l);
         }
+        let out = render.output().expect("render-conf.sh");
+        assert!(
+            out.status.success(),
+            "render-conf.sh: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let conf = String::from_utf8_lossy(&out.stdout).into_owned();
         let conf_path = dir.join("mosquitto.conf");
         std::fs::write(&conf_path, conf).expect("write conf");
         let mut b = Broker {
