@@ -277,7 +277,7 @@ impl SensorAlarm {
             (raw, raw_cause)
         } else {
             // Leaving a level needs the temperature to be back by the hysteresis.
-            let (held, held_cause) = self.thresholds.classify(c, -self.thresholds.hysteresis);
+            let (held, held_cause) = self.thresholds.classify(c, self.thresholds.hysteresis);
             if held >= self.level {
                 (self.level, self.cause)
             } else {

@@ -548,7 +548,7 @@ impl Config {
                     }
                 }
                 for f in &sim.faults {
-                    if !(f.from <= f.until) {
+                    if f.from.is_nan() || f.until.is_nan() || f.from > f.until {
                         return Err(problem(
                             vec![Key("sensor"), Index(i), Key("sim"), Key("faults")],
                             "each fault needs from <= until",
@@ -703,7 +703,7 @@ steps = [[0.0, 20.0], [3.0, 35.0], [6.0, 45.0], [12.0, 20.0]]   # [seconds since
         let e = Config::parse(&src, &p).expect_err("typo must be rejected");
         let msg = e.to_string();
         assert!(msg.contains("warnign_above"), "{msg}");
-        assert!(msg.contains("t.toml:21:"), "{msg}");
+        assert!(msg.contains("t.toml:22:"), "{msg}");
     }
 
     #[test]
@@ -713,7 +713,7 @@ steps = [[0.0, 20.0], [3.0, 35.0], [6.0, 45.0], [12.0, 20.0]]   # [seconds since
         let src = EXAMPLE.replace("critical_above = 40.0", "critical_above = 25.0");
         let msg = Config::parse(&src, &p).expect_err("invalid").to_string();
         assert!(
-            msg.contains("t.toml:19: key `sensor[0].critical_above`"),
+            msg.contains("t.toml:20: key `sensor[0].critical_above`"),
             "{msg}"
         );
     }
@@ -734,7 +734,7 @@ steps = [[0.0, 20.0], [3.0, 35.0], [6.0, 45.0], [12.0, 20.0]]   # [seconds since
         let src = format!("{EXAMPLE}\n[[sensor]]\nid = \"28-000000000001\"\n");
         let msg = Config::parse(&src, &p).expect_err("dup").to_string();
         assert!(msg.contains("listed twice"), "{msg}");
-        assert!(msg.contains(":25:"), "{msg}");
+        assert!(msg.contains(":26:"), "{msg}");
     }
 
     #[test]

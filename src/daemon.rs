@@ -173,6 +173,7 @@ pub fn endpoint(cfg: &Config) -> anyhow::Result<Endpoint> {
         connect_timeout: Duration::from_secs(m.connect_timeout_secs),
         session_expiry_secs: m.session_expiry_secs,
         receive_maximum: m.receive_maximum,
+        resume_on_start: false,
     })
 }
 

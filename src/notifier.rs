@@ -11,7 +11,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
-use rumqttc::{AsyncClient, BrokerSessionResumePolicy, PublishOptions, PublishProperties, QoS};
+use rumqttc::{
+    AsyncClient, BrokerSessionResumePolicy, PublishNoticeError, PublishOptions, PublishProperties,
+    QoS,
+};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -20,6 +23,7 @@ use crate::alert::AlertLevel;
 use crate::backoff::Backoff;
 use crate::mqtt::conn::{self, Endpoint, Link};
 use crate::mqtt::payload::{self, Ack, Alert, Status};
+use crate::mqtt::store::FileSessionStore;
 use crate::mqtt::topics::{self, Parsed};
 use crate::mqtt::{tls, CONTENT_TYPE_JSON};
 use crate::timefmt;
@@ -62,6 +66,10 @@ pub struct Cli {
     pub keep_alive_secs: Option<u16>,
     #[arg(long)]
     pub receive_maximum: Option<u16>,
+    /// Where the notifier keeps its MQTT session between runs. Default:
+    /// $XDG_STATE_HOME/thermalert-notifier or ~/.local/state/thermalert-notifier.
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
     /// One JSON object per line instead of readable lines.
     #[arg(long)]
     pub json: bool,
@@ -83,6 +91,7 @@ pub struct FileConfig {
     pub session_expiry_secs: Option<u32>,
     pub keep_alive_secs: Option<u16>,
     pub receive_maximum: Option<u16>,
+    pub state_dir: Option<PathBuf>,
     pub json: Option<bool>,
 }
 
@@ -91,6 +100,17 @@ pub struct Settings {
     pub endpoint: Endpoint,
     pub prefix: String,
     pub json: bool,
+    pub state_dir: PathBuf,
+}
+
+fn default_state_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("thermalert-notifier");
+    }
+    if let Some(h) = std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(h).join(".local/state/thermalert-notifier");
+    }
+    PathBuf::from(".thermalert-notifier")
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -130,6 +150,7 @@ fn load_file(path: &Path) -> Result<FileConfig, SettingsError> {
         f.client_cert.as_mut(),
         f.client_key.as_mut(),
         f.password_file.as_mut(),
+        f.state_dir.as_mut(),
     ]
     .into_iter()
     .flatten()
@@ -215,9 +236,15 @@ impl Settings {
                     .or(f.session_expiry_secs)
                     .unwrap_or(24 * 3600),
                 receive_maximum: cli.receive_maximum.or(f.receive_maximum).unwrap_or(100),
+                resume_on_start: true,
             },
             prefix,
             json: cli.json || f.json.unwrap_or(false),
+            state_dir: cli
+                .state_dir
+                .clone()
+                .or(f.state_dir)
+                .unwrap_or_else(default_state_dir),
         })
     }
 }
@@ -296,6 +323,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let mut options = settings.endpoint.options(None);
     // A restarted notifier has no local session state but wants what the
     // broker queued for it; duplicates are filtered by alert id.
+    // Its session is checkpointed on disk so that a restart resumes it
+    // strictly; if the checkpoint is lost, it still takes what the broker
+    // queued (broker-only resume) and answers at QoS 0 until it reconnects.
+    options.set_session_store(FileSessionStore::new(settings.state_dir.clone()));
     options.set_broker_session_resume_policy(BrokerSessionResumePolicy::AllowBrokerOnly);
     let (client, eventloop) = AsyncClient::builder(options).capacity(256).build();
     let stop = CancellationToken::new();
@@ -338,19 +369,32 @@ impl Notifier {
             Link::Connected {
                 session_present, ..
             } => {
-                if !session_present {
-                    for f in [
-                        topics::all_alerts(&self.settings.prefix),
-                        topics::all_statuses(&self.settings.prefix),
-                    ] {
-                        if let Err(e) = self.client.subscribe(f.clone(), QoS::ExactlyOnce).await {
-                            log::error!("cannot subscribe to {f}: {e}");
-                        }
+                if session_present {
+                    log::info!("session resumed: subscriptions kept");
+                    return;
+                }
+                let filters = [
+                    topics::all_alerts(&self.settings.prefix),
+                    topics::all_statuses(&self.settings.prefix),
+                ];
+                let subs = filters
+                    .iter()
+                    .map(|f| rumqttc::SubscribeFilterInput::new(f.clone(), QoS::ExactlyOnce));
+                match self.client.subscribe_many_tracked(subs).await {
+                    Ok(notice) => {
+                        let what = filters.join(", ");
+                        tokio::spawn(async move {
+                            match notice.wait_async().await {
+                                Ok(_) => log::info!("subscribed to {what} at QoS 2"),
+                                Err(e) => log::error!("subscription to {what} failed: {e}"),
+                            }
+                        });
                     }
+                    Err(e) => log::error!("cannot subscribe: {e}"),
                 }
             }
             Link::Down => {}
-            Link::Message(p) => self.on_message(p).await,
+            Link::Message(p) => self.on_message(*p).await,
         }
     }
 
@@ -410,13 +454,32 @@ impl Notifier {
             payload_format_indicator: Some(1),
             ..Default::default()
         };
-        let opts = PublishOptions::new(QoS::AtLeastOnce).properties(props);
-        if let Err(e) = self
+        let body = payload::encode(&ack);
+        let opts = PublishOptions::new(QoS::AtLeastOnce).properties(props.clone());
+        match self
             .client
-            .publish(response_topic, payload::encode(&ack), opts)
+            .publish_tracked(response_topic.clone(), body.clone(), opts)
             .await
         {
-            log::error!("cannot answer alert {}: {e}", a.id);
+            Ok(notice) => {
+                let client = self.client.clone();
+                let id = a.id.clone();
+                tokio::spawn(async move {
+                    match notice.wait_async().await {
+                        Ok(_) => {}
+                        Err(PublishNoticeError::BrokerOnlySessionResume) => {
+                            // No local packet-id state for this resumed
+                            // session: answer at QoS 0 rather than not at all.
+                            let opts = PublishOptions::new(QoS::AtMostOnce).properties(props);
+                            if let Err(e) = client.publish(response_topic, body, opts).await {
+                                log::error!("cannot answer alert {id}: {e}");
+                            }
+                        }
+                        Err(e) => log::warn!("answer to alert {id} not confirmed: {e}"),
+                    }
+                });
+            }
+            Err(e) => log::error!("cannot answer alert {}: {e}", a.id),
         }
     }
 

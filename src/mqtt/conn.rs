@@ -9,6 +9,9 @@ use rumqttc::{
     Transport,
 };
 
+/// The largest MQTT packet either program accepts (Maximum Packet Size).
+pub const MAX_PACKET: u32 = 256 * 1024;
+
 /// What both programs need to reach the broker.
 #[derive(Clone)]
 pub struct Endpoint {
@@ -24,6 +27,11 @@ pub struct Endpoint {
     /// (clean start off).
     pub session_expiry_secs: u32,
     pub receive_maximum: u16,
+    /// Resume the broker's session at start-up (the notifier: it wants
+    /// what was queued while it was away). The daemon starts clean, since
+    /// a new process cannot finish the old one's QoS 2 handshakes; both
+    /// resume the session on every reconnect after that.
+    pub resume_on_start: bool,
 }
 
 impl Endpoint {
@@ -38,10 +46,13 @@ impl Endpoint {
         if let Some(u) = &self.username {
             o.set_credentials(u.clone(), self.password.clone().unwrap_or_default());
         }
-        o.set_clean_start(false);
+        o.set_clean_start(!self.resume_on_start);
         o.set_session_expiry_interval(Some(self.session_expiry_secs));
         o.set_receive_maximum(Some(self.receive_maximum));
         o.set_connect_timeout(self.connect_timeout);
+        // Tell the broker the largest packet we take, so that it drops
+        // bigger ones instead of sending what we would have to refuse.
+        o.set_max_packet_size(Some(MAX_PACKET));
         let mut net = NetworkOptions::new();
         net.set_tcp_nodelay(true);
         o.set_network_options(net);
@@ -56,19 +67,16 @@ impl Endpoint {
 pub fn explain(e: &ConnectionError) -> String {
     match e {
         ConnectionError::ConnectionRefused(code) => match code {
-            ConnectReturnCode::BadUserNamePassword => {
-                "the broker refused the username or password (check mqtt.username and the password file)".into()
-            }
-            ConnectReturnCode::NotAuthorized => {
-                "the broker refused the connection: not authorized (check the username, password and ACL)".into()
-            }
+            ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized => format!(
+                "the broker refused the username or password ({code:?}): check the username, the password file and the broker's password_file"
+            ),
             other => format!("the broker refused the connection: {other:?}"),
         },
         _ => {
             let text = error_chain(e);
             if text.contains("UnknownIssuer") || text.contains("BadSignature") {
                 format!("TLS: the broker's certificate is not signed by the CA in ca_file ({text})")
-            } else if text.contains("NotValidForName") {
+            } else if text.contains("NotValidForName") || text.contains("not valid for name") {
                 format!("TLS: the broker's certificate is not valid for this host name; its SAN must list the host you connect to ({text})")
             } else if text.contains("Expired") || text.contains("NotValidYet") {
                 format!("TLS: the broker's certificate is expired or not yet valid ({text})")
@@ -161,7 +169,7 @@ pub enum Link {
         broker_receive_max: Option<u16>,
     },
     /// An incoming PUBLISH.
-    Message(rumqttc::Publish),
+    Message(Box<rumqttc::Publish>),
     /// The connection broke or could not be made; the driver is backing off.
     Down,
 }
@@ -186,6 +194,8 @@ pub async fn drive(
         match polled {
             Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
                 backoff.reset();
+                // From now on, reconnects resume this session.
+                eventloop.options.set_clean_start(false);
                 let broker_receive_max = ack.properties.as_ref().and_then(|p| p.receive_max);
                 state.connected(&format!(
                     "connected to the broker (session {}, broker receive maximum {})",
@@ -204,7 +214,7 @@ pub async fn drive(
                     .await;
             }
             Ok(Event::Incoming(Incoming::Publish(p))) => {
-                let _ = tx.send(Link::Message(p)).await;
+                let _ = tx.send(Link::Message(Box::new(p))).await;
             }
             Ok(Event::Incoming(Incoming::Disconnect(d))) => {
                 log::warn!(

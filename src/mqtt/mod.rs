@@ -3,6 +3,7 @@
 
 pub mod conn;
 pub mod payload;
+pub mod store;
 pub mod tls;
 pub mod topics;
 

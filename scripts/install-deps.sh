@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# install-deps.sh - install what the demo and the tests need on a Debian,
+# Ubuntu or Raspberry Pi OS machine: Mosquitto and its clients, OpenSSL,
+# coreutils (stdbuf). Skips what is already there; uses sudo when not root.
+set -euo pipefail
+need=()
+command -v mosquitto >/dev/null 2>&1 || [[ -x /usr/sbin/mosquitto ]] || need+=(mosquitto)
+command -v mosquitto_sub >/dev/null 2>&1 || need+=(mosquitto-clients)
+command -v mosquitto_passwd >/dev/null 2>&1 || need+=(mosquitto)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v stdbuf >/dev/null 2>&1 || need+=(coreutils)
+if [[ ${#need[@]} -gt 0 ]]; then
+    sudo=()
+    [[ $(id -u) -eq 0 ]] || sudo=(sudo)
+    echo "install-deps: installing ${need[*]}" >&2
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+# Debian installs mosquitto in /usr/sbin, which is not on every user's PATH.
+if ! command -v mosquitto >/dev/null 2>&1 && [[ -x /usr/sbin/mosquitto ]]; then
+    echo "install-deps: note: mosquitto is /usr/sbin/mosquitto; add /usr/sbin to PATH" >&2
+fi
+command -v cargo >/dev/null 2>&1 || { echo "install-deps: cargo not found: install Rust (https://rustup.rs)" >&2; exit 1; }
