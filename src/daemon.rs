@@ -68,7 +68,7 @@ pub fn main() -> i32 {
             let endpoint = match endpoint(&cfg) {
                 Ok(e) => e,
                 Err(e) => {
-                    log::error!("invalid configuration: {}: {e}", cli.config.display());
+                    log::error!("invalid configuration: {}: {e:#}", cli.config.display());
                     return crate::EXIT_CONFIG;
                 }
             };
@@ -96,7 +96,7 @@ pub fn main() -> i32 {
 
 fn check_config(cfg: &Config, path: &std::path::Path) -> i32 {
     if let Err(e) = endpoint(cfg) {
-        log::error!("invalid configuration: {}: {e}", path.display());
+        log::error!("invalid configuration: {}: {e:#}", path.display());
         return crate::EXIT_CONFIG;
     }
     println!(
