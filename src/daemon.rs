@@ -277,9 +277,12 @@ pub async fn run(cfg: Config, endpoint: Endpoint) -> anyhow::Result<()> {
     );
     let driver = tokio::spawn(conn::drive(eventloop, link_tx, backoff, stop.clone()));
 
+    let mut backend = sensor::Reopening::open(&cfg);
+    let cfg = adopt_unconfigured(cfg, &mut backend);
     let (sweep_tx, mut sweep_rx) = mpsc::channel::<Sweep>(4);
     let sensors_stop = Arc::new(AtomicBool::new(false));
-    let sensor_thread = spawn_sensor_thread(&cfg, sweep_tx, sensors_stop.clone())?;
+    let sensor_thread =
+        spawn_sensor_thread(&cfg, Box::new(backend), sweep_tx, sensors_stop.clone())?;
 
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let mut d = Daemon {
@@ -335,12 +338,47 @@ pub async fn run(cfg: Config, endpoint: Endpoint) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Reports sensors on the bus that the config does not name, and
+/// configured ones that are missing; with `monitor_unconfigured`, adds the
+/// former with the default thresholds.
+fn adopt_unconfigured(mut cfg: Config, backend: &mut dyn sensor::Backend) -> Config {
+    let found = match backend.discover() {
+        Ok(f) => f,
+        Err(e) => {
+            log::warn!("cannot list the sensors on the bus: {e}");
+            return cfg;
+        }
+    };
+    for id in &found {
+        if cfg.sensor.iter().any(|s| &s.id == id) {
+            continue;
+        }
+        if cfg.sensors.monitor_unconfigured {
+            log::warn!("sensor {id} is on the bus but not in the config; monitoring it with the default thresholds");
+            let sensor = cfg.sensors.defaults.sensor(id);
+            cfg.sensor.push(sensor);
+        } else {
+            log::warn!(
+                "sensor {id} is on the bus but not in the config: add a [[sensor]] entry to monitor it (or set monitor_unconfigured = true)"
+            );
+        }
+    }
+    for s in cfg.sensor.iter().filter(|s| !found.contains(&s.id)) {
+        log::warn!(
+            "configured sensor {} ({}) is not on the bus",
+            s.display_name(),
+            s.id
+        );
+    }
+    cfg
+}
+
 fn spawn_sensor_thread(
     cfg: &Config,
+    mut backend: Box<dyn sensor::Backend>,
     tx: mpsc::Sender<Sweep>,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<std::thread::JoinHandle<()>> {
-    let mut backend = sensor::open(cfg)?;
     let ids: Vec<String> = cfg.sensor.iter().map(|s| s.id.clone()).collect();
     let interval = Duration::from_millis(cfg.sensors.poll_interval_ms);
     Ok(std::thread::Builder::new()
