@@ -189,6 +189,11 @@ enum Outgoing {
         alert: Alert,
         raised: Instant,
     },
+    /// A sensor's retained CRITICAL published again, with a fresh expiry,
+    /// so that the retained state outlives the alert's message expiry.
+    RefreshRetained {
+        alert: Alert,
+    },
     /// An empty retained message that clears a sensor's retained CRITICAL.
     ClearRetained {
         sensor: String,
@@ -223,6 +228,9 @@ struct Daemon {
     /// Correlation data -> alert, until the alert expires.
     awaiting: HashMap<Bytes, Awaiting>,
     connected: bool,
+    /// Sensors now CRITICAL: their retained alert and when it was last
+    /// published, to refresh it before its message expiry removes it.
+    critical: HashMap<String, (Alert, Instant)>,
     /// After a refusal, nothing is handed to the client before this.
     hold_until: Option<Instant>,
     done_tx: mpsc::UnboundedSender<(u64, Result<PublishResult, PublishNoticeError>)>,
@@ -300,6 +308,7 @@ pub async fn run(cfg: Config, endpoint: Endpoint) -> anyhow::Result<()> {
         },
         awaiting: HashMap::new(),
         connected: false,
+        critical: HashMap::new(),
         hold_until: None,
         done_tx,
         cfg,
@@ -314,7 +323,9 @@ pub async fn run(cfg: Config, endpoint: Endpoint) -> anyhow::Result<()> {
     );
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut housekeeping = tokio::time::interval(Duration::from_secs(5));
+    // Often enough to refresh retained CRITICALs well within their expiry.
+    let tick_ms = (u64::from(d.cfg.mqtt.alert_expiry_secs) * 1000 / 4).clamp(250, 5000);
+    let mut housekeeping = tokio::time::interval(Duration::from_millis(tick_ms));
     loop {
         tokio::select! {
             _ = sigterm.recv() => { log::info!("SIGTERM: stopping"); break; }
@@ -448,9 +459,14 @@ impl Daemon {
                 };
                 log_alert(&alert);
                 if dec.previous == Level::Critical && dec.state != Level::Critical {
+                    self.critical.remove(&sc.id);
                     self.enqueue(Outgoing::ClearRetained {
                         sensor: sc.id.clone(),
                     });
+                }
+                if dec.state == Level::Critical {
+                    self.critical
+                        .insert(sc.id.clone(), (alert.clone(), Instant::now()));
                 }
                 self.enqueue(Outgoing::Alert {
                     alert,
@@ -482,6 +498,24 @@ impl Daemon {
                     Vec::new(),
                     PublishOptions::new(QoS::ExactlyOnce).retain(true),
                 ),
+                Outgoing::RefreshRetained { alert } => {
+                    let (props, corr) = self.alert_props(alert, self.cfg.mqtt.alert_expiry_secs);
+                    self.awaiting.insert(
+                        corr,
+                        Awaiting {
+                            id: alert.id.clone(),
+                            raised: Instant::now(),
+                            answers: 0,
+                        },
+                    );
+                    (
+                        self.topics.alert(&alert.sensor),
+                        payload::encode(alert),
+                        PublishOptions::new(QoS::ExactlyOnce)
+                            .retain(true)
+                            .properties(props),
+                    )
+                }
                 Outgoing::Alert { alert, raised } => {
                     let waited = raised.elapsed().as_secs();
                     let expiry = u64::from(self.cfg.mqtt.alert_expiry_secs).saturating_sub(waited);
@@ -494,10 +528,8 @@ impl Daemon {
                         );
                         continue;
                     }
-                    let mut props = json_props(u32::try_from(expiry).unwrap_or(u32::MAX));
-                    props.response_topic = Some(self.topics.acks());
-                    let corr = Bytes::from(alert.id.clone().into_bytes());
-                    props.correlation_data = Some(corr.clone());
+                    let (props, corr) =
+                        self.alert_props(alert, u32::try_from(expiry).unwrap_or(u32::MAX));
                     self.awaiting.entry(corr).or_insert_with(|| Awaiting {
                         id: alert.id.clone(),
                         raised: *raised,
@@ -527,6 +559,15 @@ impl Daemon {
         }
     }
 
+    /// The v5 properties of an alert: expiry, ResponseTopic, CorrelationData.
+    fn alert_props(&self, alert: &Alert, expiry: u32) -> (PublishProperties, Bytes) {
+        let mut props = json_props(expiry);
+        props.response_topic = Some(self.topics.acks());
+        let corr = Bytes::from(alert.id.clone().into_bytes());
+        props.correlation_data = Some(corr.clone());
+        (props, corr)
+    }
+
     fn on_done(&mut self, seq: u64, res: Result<PublishResult, PublishNoticeError>) {
         let Some(o) = self.outbox.handed.remove(&seq) else {
             return;
@@ -536,6 +577,9 @@ impl Daemon {
                 format!("alert {} ({} {})", alert.id, alert.level, alert.name)
             }
             Outgoing::ClearRetained { sensor } => format!("retained CRITICAL clear for {sensor}"),
+            Outgoing::RefreshRetained { alert } => {
+                format!("retained CRITICAL refresh of {}", alert.id)
+            }
         };
         match res {
             Ok(PublishResult::Qos2Completed(_)) => {
@@ -632,6 +676,15 @@ impl Daemon {
         };
         w.answers += 1;
         let rtt = w.raised.elapsed();
+        if w.answers > 1 {
+            log::debug!(
+                "alert {} answered again ({} answers) after {:.1} ms",
+                w.id,
+                w.answers,
+                rtt.as_secs_f64() * 1000.0
+            );
+            return;
+        }
         match ack {
             Some(a) => {
                 if a.alert_id != w.id {
@@ -658,6 +711,26 @@ impl Daemon {
     }
 
     fn expire_awaiting(&mut self) {
+        // A retained CRITICAL must outlive its message expiry while the
+        // sensor stays critical: publish it again at half its lifetime.
+        let half = Duration::from_secs(u64::from(self.cfg.mqtt.alert_expiry_secs)) / 2;
+        let due: Vec<Alert> = self
+            .critical
+            .values_mut()
+            .filter(|(_, at)| at.elapsed() >= half)
+            .map(|(a, at)| {
+                *at = Instant::now();
+                a.clone()
+            })
+            .collect();
+        for alert in due {
+            log::debug!(
+                "refreshing the retained CRITICAL {} ({})",
+                alert.id,
+                alert.name
+            );
+            self.enqueue(Outgoing::RefreshRetained { alert });
+        }
         let keep = Duration::from_secs(u64::from(self.cfg.mqtt.alert_expiry_secs) * 2);
         self.awaiting.retain(|_, w| {
             let alive = w.raised.elapsed() < keep;
