@@ -234,6 +234,8 @@ struct Daemon {
     /// After a refusal, nothing is handed to the client before this.
     hold_until: Option<Instant>,
     done_tx: mpsc::UnboundedSender<(u64, Result<PublishResult, PublishNoticeError>)>,
+    /// Home Assistant discovery, when enabled.
+    ha: Option<crate::homeassistant::Discoverer>,
 }
 
 fn status_payload(cfg: &Config, state: &str, reason: Option<&str>) -> Vec<u8> {
@@ -311,6 +313,9 @@ pub async fn run(cfg: Config, endpoint: Endpoint) -> anyhow::Result<()> {
         critical: HashMap::new(),
         hold_until: None,
         done_tx,
+        ha: cfg.homeassistant.enabled.then(|| {
+            crate::homeassistant::Discoverer::new(crate::homeassistant::Discovery::new(&cfg))
+        }),
         cfg,
     };
     log::info!(
@@ -639,10 +644,25 @@ impl Daemon {
                 {
                     log::error!("cannot publish the online status: {e}");
                 }
+                if let Some(ha) = &mut self.ha {
+                    ha.connected(&self.client, session_present).await;
+                }
                 self.pump();
             }
-            Link::Down => self.connected = false,
-            Link::Message(p) => self.on_message(&p),
+            Link::Down => {
+                self.connected = false;
+                if let Some(ha) = &mut self.ha {
+                    ha.on_down();
+                }
+            }
+            Link::Message(p) => {
+                if let Some(ha) = &mut self.ha {
+                    if ha.message(&self.client, &p).await {
+                        return;
+                    }
+                }
+                self.on_message(&p)
+            }
         }
     }
 

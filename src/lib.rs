@@ -12,11 +12,14 @@
 //! - [`daemon`] / [`notifier`]: the two programs; `src/bin/*` only call
 //!   their `main()`.
 //! - [`logging`]: stderr logging with levels.
+//! - [`homeassistant`]: Home Assistant MQTT discovery payloads and the
+//!   exchange that publishes and removes them.
 
 pub mod alert;
 pub mod backoff;
 pub mod config;
 pub mod daemon;
+pub mod homeassistant;
 pub mod logging;
 pub mod mqtt;
 pub mod notifier;
