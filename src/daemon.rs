@@ -48,6 +48,16 @@ pub enum Command {
     CheckConfig,
     /// List every sensor the configured backend finds.
     Scan,
+    /// Fire drill: publish a TEST alert through the broker, print who
+    /// answered and how fast; exit 1 when nobody answered in time.
+    Drill {
+        /// Seconds to wait for answers.
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+        /// Stop as soon as this many notifiers answered.
+        #[arg(long)]
+        expect: Option<usize>,
+    },
 }
 
 /// The daemon's entry point; returns the process exit code.
@@ -64,6 +74,9 @@ pub fn main() -> i32 {
     match cli.command.unwrap_or(Command::Run) {
         Command::CheckConfig => check_config(&cfg, &cli.config),
         Command::Scan => scan(&cfg),
+        Command::Drill { timeout, expect } => {
+            crate::drill::main(&cfg, &cli.config, Duration::from_secs(timeout), expect)
+        }
         Command::Run => {
             let endpoint = match endpoint(&cfg) {
                 Ok(e) => e,
@@ -688,6 +701,10 @@ impl Daemon {
             return;
         };
         let Some(w) = self.awaiting.get_mut(&corr) else {
+            if crate::drill::is_drill_id(&corr) {
+                log::info!("a notifier answered a fire drill (thermalertd drill)");
+                return;
+            }
             log::warn!(
                 "ignoring an answer that matches no alert (correlation {:?})",
                 String::from_utf8_lossy(&corr)
@@ -836,6 +853,6 @@ fn log_alert(a: &Alert) {
     match a.level {
         AlertLevel::Critical | AlertLevel::Fault => log::error!("{line}"),
         AlertLevel::Warning => log::warn!("{line}"),
-        AlertLevel::Resolved => log::info!("{line}"),
+        AlertLevel::Resolved | AlertLevel::Test => log::info!("{line}"),
     }
 }

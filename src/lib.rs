@@ -12,6 +12,7 @@
 //! - [`daemon`] / [`notifier`]: the two programs; `src/bin/*` only call
 //!   their `main()`.
 //! - [`logging`]: stderr logging with levels.
+//! - [`drill`]: `thermalertd drill`, a TEST alert end to end.
 //! - [`homeassistant`]: Home Assistant MQTT discovery payloads and the
 //!   exchange that publishes and removes them.
 
@@ -19,6 +20,7 @@ pub mod alert;
 pub mod backoff;
 pub mod config;
 pub mod daemon;
+pub mod drill;
 pub mod homeassistant;
 pub mod logging;
 pub mod mqtt;

@@ -498,6 +498,7 @@ impl Notifier {
             AlertLevel::Fault => "??",
             AlertLevel::Warning => "! ",
             AlertLevel::Resolved => "ok",
+            AlertLevel::Test => "TT",
         };
         println!(
             "{} {mark} {:<8} {}/{} ({}) {}{}: {}",
