@@ -259,6 +259,8 @@ fn status_payload(cfg: &Config, state: &str, reason: Option<&str>) -> Vec<u8> {
         ts: (state == "online" || reason == Some("shutdown")).then(timefmt::now_rfc3339),
         version: Some(env!("CARGO_PKG_VERSION").into()),
         sensors: (state == "online").then_some(cfg.sensor.len()),
+        poll_interval_ms: (state == "online").then_some(cfg.sensors.poll_interval_ms),
+        expiry_secs: Some(cfg.mqtt.status_expiry_secs),
     })
 }
 

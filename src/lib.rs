@@ -12,22 +12,29 @@
 //! - [`daemon`] / [`notifier`]: the two programs; `src/bin/*` only call
 //!   their `main()`.
 //! - [`logging`]: stderr logging with levels.
+//! - [`filter`], [`watch`], [`channels`], [`notifier_status`]: the
+//!   notifier's `--filter`, its watchers of the alerting path, its
+//!   desktop and `--exec` channels, and `thermalert-notifier status`.
 //! - [`drill`]: `thermalertd drill`, a TEST alert end to end.
 //! - [`homeassistant`]: Home Assistant MQTT discovery payloads and the
 //!   exchange that publishes and removes them.
 
 pub mod alert;
 pub mod backoff;
+pub mod channels;
 pub mod config;
 pub mod daemon;
 pub mod drill;
+pub mod filter;
 pub mod homeassistant;
 pub mod logging;
 pub mod mqtt;
 pub mod notifier;
+pub mod notifier_status;
 pub mod onewire;
 pub mod sensor;
 pub mod timefmt;
+pub mod watch;
 
 /// Exit code for a configuration error (`EX_CONFIG` from sysexits.h), so a
 /// systemd unit can say `RestartPreventExitStatus=78`.

@@ -73,6 +73,22 @@ pub struct Cli {
     /// One JSON object per line instead of readable lines.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub channels: crate::channels::ChannelArgs,
+    #[command(subcommand)]
+    pub command: Option<NotifierCommand>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum NotifierCommand {
+    /// Print every known gateway (online or offline, since when) and every
+    /// active alert from the broker's retained messages, then exit: 0 when
+    /// all is well, 1 when a gateway is offline or an alert is active.
+    Status {
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+    },
 }
 
 /// The notifier's settings; every key optional, flags win over the file.
@@ -260,6 +276,16 @@ pub fn main() -> i32 {
             return crate::EXIT_CONFIG;
         }
     };
+    if let Some(NotifierCommand::Status { timeout }) = cli.command {
+        return crate::notifier_status::main(settings, Duration::from_secs(timeout));
+    }
+    let channels = match cli.channels.resolve() {
+        Ok(c) => c,
+        Err(e) => {
+            log::error!("invalid configuration: --filter {e}");
+            return crate::EXIT_CONFIG;
+        }
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -271,7 +297,7 @@ pub fn main() -> i32 {
             return 1;
         }
     };
-    match rt.block_on(run(settings)) {
+    match rt.block_on(run_with(settings, channels)) {
         Ok(()) => 0,
         Err(e) => {
             log::error!("{e:#}");
@@ -317,9 +343,33 @@ struct Notifier {
     client: AsyncClient,
     seen: Seen,
     statuses: HashMap<String, String>,
+    channels: crate::channels::Channels,
+    watch: crate::watch::Watch,
+    /// Alerts whose --exec hook runs (answered when it ends), and the
+    /// answers of finished hooks (for repeats).
+    hooks_running: HashSet<String>,
+    hook_results: HashMap<String, &'static str>,
+    hook_tx: mpsc::UnboundedSender<HookDone>,
 }
 
+/// A finished --exec hook, to be answered from the MQTT loop.
+struct HookDone {
+    alert_id: String,
+    response_topic: String,
+    correlation: Option<bytes::Bytes>,
+    outcome: crate::channels::HookOutcome,
+}
+
+/// Runs the notifier with only the terminal as its channel.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    run_with(settings, crate::channels::Channels::default()).await
+}
+
+/// Runs the notifier with `channels` until SIGTERM or SIGINT.
+pub async fn run_with(
+    settings: Settings,
+    channels: crate::channels::Channels,
+) -> anyhow::Result<()> {
     let mut options = settings.endpoint.options(None);
     // A restarted notifier has no local session state but wants what the
     // broker queued for it; duplicates are filtered by alert id.
@@ -340,17 +390,31 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         settings.endpoint.host,
         settings.endpoint.port
     );
+    let (hook_tx, mut hook_rx) = mpsc::unbounded_channel();
     let mut n = Notifier {
         settings,
         client,
         seen: Seen::new(100_000),
         statuses: HashMap::new(),
+        watch: crate::watch::Watch::new(channels.watch),
+        channels,
+        hooks_running: HashSet::new(),
+        hook_results: HashMap::new(),
+        hook_tx,
     };
+    // Not connected yet: the broker grace period runs from the start.
+    n.watch.on_link_down(std::time::Instant::now());
+    let mut watch_tick = tokio::time::interval(Duration::from_millis(250));
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         tokio::select! {
             _ = sigterm.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
+            Some(done) = hook_rx.recv() => n.on_hook_done(done).await,
+            _ = watch_tick.tick() => {
+                let events = n.watch.tick(std::time::Instant::now());
+                n.on_watch(events);
+            }
             link = link_rx.recv() => match link {
                 Some(l) => n.on_link(l).await,
                 None => break,
@@ -369,6 +433,8 @@ impl Notifier {
             Link::Connected {
                 session_present, ..
             } => {
+                let events = self.watch.on_link_up(std::time::Instant::now());
+                self.on_watch(events);
                 if session_present {
                     log::info!("session resumed: subscriptions kept");
                     return;
@@ -377,9 +443,15 @@ impl Notifier {
                     topics::all_alerts(&self.settings.prefix),
                     topics::all_statuses(&self.settings.prefix),
                 ];
+                // Readings at QoS 0, only to notice when they stop.
+                let readings = topics::all_readings(&self.settings.prefix);
                 let subs = filters
                     .iter()
-                    .map(|f| rumqttc::SubscribeFilterInput::new(f.clone(), QoS::ExactlyOnce));
+                    .map(|f| rumqttc::SubscribeFilterInput::new(f.clone(), QoS::ExactlyOnce))
+                    .chain([rumqttc::SubscribeFilterInput::new(
+                        readings,
+                        QoS::AtMostOnce,
+                    )]);
                 match self.client.subscribe_many_tracked(subs).await {
                     Ok(notice) => {
                         let what = filters.join(", ");
@@ -393,7 +465,7 @@ impl Notifier {
                     Err(e) => log::error!("cannot subscribe: {e}"),
                 }
             }
-            Link::Down => {}
+            Link::Down => self.watch.on_link_down(std::time::Instant::now()),
             Link::Message(p) => self.on_message(*p).await,
         }
     }
@@ -420,17 +492,36 @@ impl Notifier {
                     return;
                 }
                 match payload::decode::<Status>(&p.payload) {
-                    Ok(s) => self.on_status(gateway, s, p.retain),
+                    Ok(s) => {
+                        let events = self.watch.on_status(gateway, &s, std::time::Instant::now());
+                        self.on_status(gateway, s, p.retain);
+                        self.on_watch(events);
+                    }
                     Err(e) => log::warn!("skipping a malformed status on {topic}: {e}"),
                 }
+            }
+            Parsed::Reading { gateway, .. } => {
+                let events = self.watch.on_reading(gateway, std::time::Instant::now());
+                self.on_watch(events);
             }
             Parsed::Other => log::debug!("ignoring {topic}"),
         }
     }
 
     async fn on_alert(&mut self, topic: &str, p: &rumqttc::Publish, a: Alert) {
-        if self.seen.first(&a.id) {
-            self.show_alert(&a, p.retain);
+        if !self.channels.filter.accepts(&a) {
+            log::debug!(
+                "alert {} not for this notifier (--filter): not shown, not answered",
+                a.id
+            );
+            return;
+        }
+        let first = self.seen.first(&a.id);
+        if first {
+            self.show_alert(&a, p.retain, "alert");
+            if let Some(d) = &self.channels.desktop {
+                d.show(&a);
+            }
         } else {
             log::debug!("alert {} seen before; answering again", a.id);
         }
@@ -442,14 +533,104 @@ impl Notifier {
             );
             return;
         };
+        let correlation = props.and_then(|pr| pr.correlation_data.clone());
+        let status = if let Some(hook) = self.channels.exec.clone() {
+            if self.hooks_running.contains(&a.id) {
+                // Its hook answers when it ends.
+                return;
+            }
+            match self.hook_results.get(&a.id) {
+                Some(status) => *status,
+                None => {
+                    // Off the MQTT loop; answered from on_hook_done.
+                    self.hooks_running.insert(a.id.clone());
+                    let tx = self.hook_tx.clone();
+                    tokio::spawn(async move {
+                        let outcome = hook.run(&a).await;
+                        let _ = tx.send(HookDone {
+                            alert_id: a.id,
+                            response_topic,
+                            correlation,
+                            outcome,
+                        });
+                    });
+                    return;
+                }
+            }
+        } else {
+            "delivered"
+        };
+        self.answer(&a.id, response_topic, correlation, status)
+            .await;
+    }
+
+    async fn on_hook_done(&mut self, d: HookDone) {
+        self.hooks_running.remove(&d.alert_id);
+        match &d.outcome {
+            crate::channels::HookOutcome::Delivered => {
+                log::info!("hook for alert {} succeeded", d.alert_id)
+            }
+            crate::channels::HookOutcome::Failed(why) => {
+                log::warn!("hook for alert {} failed: {why}", d.alert_id)
+            }
+        }
+        if self.hook_results.len() >= 10_000 {
+            self.hook_results.clear();
+        }
+        self.hook_results
+            .insert(d.alert_id.clone(), d.outcome.status());
+        self.answer(
+            &d.alert_id,
+            d.response_topic,
+            d.correlation,
+            d.outcome.status(),
+        )
+        .await;
+    }
+
+    /// Shows and notifies the watchers' events; they are not answered
+    /// (nobody asked), but --exec hooks run for them.
+    fn on_watch(&mut self, events: Vec<crate::watch::Event>) {
+        for e in events {
+            let a = crate::channels::watch_alert(&e);
+            if !self.channels.filter.accepts(&a) {
+                continue;
+            }
+            if e.is_alarm() {
+                log::error!("watch: {}", a.message);
+            } else {
+                log::info!("watch: {}", a.message);
+            }
+            self.show_alert(&a, false, "watch");
+            if let Some(d) = &self.channels.desktop {
+                d.show(&a);
+            }
+            if let Some(hook) = self.channels.exec.clone() {
+                tokio::spawn(async move {
+                    if let crate::channels::HookOutcome::Failed(why) = hook.run(&a).await {
+                        log::warn!("hook for {} failed: {why}", a.id);
+                    }
+                });
+            }
+        }
+    }
+
+    /// Publishes the answer to an alert on its ResponseTopic.
+    async fn answer(
+        &self,
+        alert_id: &str,
+        response_topic: String,
+        correlation: Option<bytes::Bytes>,
+        status: &str,
+    ) {
         let ack = Ack {
-            alert_id: a.id.clone(),
-            status: "delivered".into(),
+            alert_id: alert_id.to_string(),
+            status: status.into(),
             by: self.settings.endpoint.client_id.clone(),
             ts: timefmt::now_rfc3339(),
         };
         let props = PublishProperties {
-            correlation_data: props.and_then(|pr| pr.correlation_data.clone()),
+            correlation_data: correlation,
             content_type: Some(CONTENT_TYPE_JSON.into()),
             payload_format_indicator: Some(1),
             ..Default::default()
@@ -463,7 +644,7 @@ impl Notifier {
         {
             Ok(notice) => {
                 let client = self.client.clone();
-                let id = a.id.clone();
+                let id = alert_id.to_string();
                 tokio::spawn(async move {
                     match notice.wait_async().await {
                         Ok(_) => {}
@@ -479,15 +660,15 @@ impl Notifier {
                     }
                 });
             }
-            Err(e) => log::error!("cannot answer alert {}: {e}", a.id),
+            Err(e) => log::error!("cannot answer alert {alert_id}: {e}"),
         }
     }
 
-    fn show_alert(&self, a: &Alert, retained: bool) {
+    fn show_alert(&self, a: &Alert, retained: bool, kind: &str) {
         if self.settings.json {
             let mut v = serde_json::to_value(a).unwrap_or_default();
             if let Some(o) = v.as_object_mut() {
-                o.insert("type".into(), "alert".into());
+                o.insert("type".into(), kind.into());
                 o.insert("retained".into(), retained.into());
             }
             println!("{v}");
@@ -509,7 +690,11 @@ impl Notifier {
             a.sensor,
             a.celsius
                 .map_or_else(|| "--".to_string(), |c| format!("{c:.2} C")),
-            if retained { " [retained]" } else { "" },
+            match (retained, kind) {
+                (true, _) => " [retained]",
+                (false, "watch") => " [watch]",
+                _ => "",
+            },
             a.message
         );
     }

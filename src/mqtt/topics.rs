@@ -41,11 +41,17 @@ pub fn all_statuses(prefix: &str) -> String {
     format!("{prefix}/+/status")
 }
 
+/// Subscription filter for every gateway's readings.
+pub fn all_readings(prefix: &str) -> String {
+    format!("{prefix}/+/sensors/+/reading")
+}
+
 /// What a topic received by the notifier is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Parsed<'a> {
     Status { gateway: &'a str },
     Alert { gateway: &'a str, sensor: &'a str },
+    Reading { gateway: &'a str, sensor: &'a str },
     Other,
 }
 
@@ -58,6 +64,7 @@ pub fn parse<'a>(prefix: &str, topic: &'a str) -> Parsed<'a> {
     match parts.as_slice() {
         [gateway, "status"] => Parsed::Status { gateway },
         [gateway, "alerts", sensor] => Parsed::Alert { gateway, sensor },
+        [gateway, "sensors", sensor, "reading"] => Parsed::Reading { gateway, sensor },
         _ => Parsed::Other,
     }
 }
@@ -85,6 +92,13 @@ mod tests {
             Parsed::Status { gateway: "gw1" }
         );
         assert_eq!(parse("thermalert", &t.acks()), Parsed::Other);
+        assert_eq!(
+            parse("thermalert", &t.reading("28-1")),
+            Parsed::Reading {
+                gateway: "gw1",
+                sensor: "28-1"
+            }
+        );
         assert_eq!(parse("thermalert", "thermalertx/gw1/status"), Parsed::Other);
     }
 }
