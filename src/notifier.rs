@@ -501,6 +501,9 @@ impl Notifier {
                 }
             }
             Parsed::Reading { gateway, .. } => {
+                if !self.watch.armed(gateway) {
+                    log::info!("watching the readings of gateway {gateway}");
+                }
                 let events = self.watch.on_reading(gateway, std::time::Instant::now());
                 self.on_watch(events);
             }

@@ -143,13 +143,10 @@ impl Watch {
             return out;
         }
         g.online = false;
-        // An offline gateway sends no readings: that alarm is moot.
-        if g.stale {
-            g.stale = false;
-            out.push(Event::ReadingsBack {
-                gateway: gateway.into(),
-            });
-        }
+        // An offline gateway sends no readings: the offline alarm (or the
+        // clean stop) takes over from a readings alarm, and "back online"
+        // ends both.
+        g.stale = false;
         let reason = s.reason.clone().unwrap_or_default();
         if reason == "shutdown" {
             // A clean stop is shown as a status, not as an alarm.
@@ -171,6 +168,13 @@ impl Watch {
             });
         }
         out
+    }
+
+    /// Whether readings of `gateway` were seen (its silence would count).
+    pub fn armed(&self, gateway: &str) -> bool {
+        self.gateways
+            .get(gateway)
+            .is_some_and(|g| g.last_reading.is_some())
     }
 
     /// A reading of one of the gateway's sensors.
@@ -315,6 +319,27 @@ mod tests {
         assert!(w
             .on_status("gw1", &status("offline", Some("shutdown"), None), t0)
             .is_empty());
+    }
+
+    #[test]
+    fn a_will_takes_over_from_a_readings_alarm() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut w = Watch::new(cfg());
+        w.on_status("gw1", &status("online", None, Some(1000)), t0);
+        w.on_reading("gw1", t0);
+        assert_eq!(w.tick(t0 + s(5)).len(), 1);
+        let e = w.on_status(
+            "gw1",
+            &status("offline", Some("connection lost"), None),
+            t0 + s(6),
+        );
+        assert!(matches!(e.as_slice(), [Event::GatewayLost { .. }]), "{e:?}");
+        // Back online: one RESOLVED, and the readings are watched afresh.
+        let e = w.on_status("gw1", &status("online", None, Some(1000)), t0 + s(10));
+        assert!(matches!(e.as_slice(), [Event::GatewayBack { .. }]), "{e:?}");
+        assert!(w.tick(t0 + s(14)).is_empty());
+        assert_eq!(w.tick(t0 + s(15)).len(), 1);
     }
 
     #[test]
