@@ -342,6 +342,13 @@ pub async fn run(cfg: Config, endpoint: Endpoint) -> anyhow::Result<()> {
         d.cfg.mqtt.port
     );
 
+    let (cert_tx, mut cert_rx) = mpsc::unbounded_channel();
+    let cert_watch = tokio::spawn(crate::certwatch::watch_daily(
+        d.certificate_files(),
+        move |list| {
+            let _ = cert_tx.send(list);
+        },
+    ));
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     // Often enough to refresh retained CRITICALs well within their expiry.
     let tick_ms = (u64::from(d.cfg.mqtt.alert_expiry_secs) * 1000 / 4).clamp(250, 5000);
@@ -354,8 +361,10 @@ pub async fn run(cfg: Config, endpoint: Endpoint) -> anyhow::Result<()> {
             Some(link) = link_rx.recv() => d.on_link(link).await,
             Some((seq, res)) = done_rx.recv() => d.on_done(seq, res),
             _ = housekeeping.tick() => d.expire_awaiting(),
+            Some(list) = cert_rx.recv() => d.on_expiring_certificates(list),
         }
     }
+    cert_watch.abort();
 
     // Shutdown: stop the sensors, publish the offline status ourselves,
     // give queued alerts a moment, then disconnect cleanly (no Will).
@@ -433,6 +442,32 @@ fn spawn_sensor_thread(
 }
 
 impl Daemon {
+    /// The certificates whose expiry is watched.
+    fn certificate_files(&self) -> Vec<(&'static str, PathBuf)> {
+        let mut files = vec![("CA", self.cfg.mqtt.ca_file.clone())];
+        files.extend(
+            self.cfg
+                .mqtt
+                .client_cert
+                .clone()
+                .map(|c| ("client certificate", c)),
+        );
+        files
+    }
+
+    /// A certificate expires soon: a FAULT alert per certificate.
+    fn on_expiring_certificates(&mut self, list: Vec<crate::certwatch::Expiring>) {
+        for e in &list {
+            let alert = crate::certwatch::alert(&self.cfg.gateway_id, e);
+            log_alert(&alert);
+            self.enqueue(Outgoing::Alert {
+                alert,
+                raised: Instant::now(),
+            });
+        }
+        self.pump();
+    }
+
     async fn on_sweep(&mut self, sweep: Sweep) {
         let ts = timefmt::now_rfc3339();
         for (i, sample) in sweep.samples.into_iter().enumerate() {

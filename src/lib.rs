@@ -15,12 +15,14 @@
 //! - [`filter`], [`watch`], [`channels`], [`notifier_status`]: the
 //!   notifier's `--filter`, its watchers of the alerting path, its
 //!   desktop and `--exec` channels, and `thermalert-notifier status`.
+//! - [`certwatch`]: certificate expiry warnings (daemon and notifier).
 //! - [`drill`]: `thermalertd drill`, a TEST alert end to end.
 //! - [`homeassistant`]: Home Assistant MQTT discovery payloads and the
 //!   exchange that publishes and removes them.
 
 pub mod alert;
 pub mod backoff;
+pub mod certwatch;
 pub mod channels;
 pub mod config;
 pub mod daemon;

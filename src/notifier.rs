@@ -117,6 +117,8 @@ pub struct Settings {
     pub prefix: String,
     pub json: bool,
     pub state_dir: PathBuf,
+    /// The CA file and client certificate, watched for expiry.
+    pub cert_files: Vec<(&'static str, PathBuf)>,
 }
 
 fn default_state_dir() -> PathBuf {
@@ -200,6 +202,8 @@ impl Settings {
                 "--ca-file (the CA that signed the broker's certificate)",
             ))?;
         let cert = cli.client_cert.clone().or(f.client_cert);
+        let mut cert_files = vec![("CA", ca_file.clone())];
+        cert_files.extend(cert.clone().map(|c| ("client certificate", c)));
         let key = cli.client_key.clone().or(f.client_key);
         let tls =
             tls::client_config(&ca_file, cert.as_deref().zip(key.as_deref())).map_err(|e| {
@@ -261,6 +265,7 @@ impl Settings {
                 .clone()
                 .or(f.state_dir)
                 .unwrap_or_else(default_state_dir),
+            cert_files,
         })
     }
 }
@@ -390,6 +395,10 @@ pub async fn run_with(
         settings.endpoint.host,
         settings.endpoint.port
     );
+    let cert_watch = tokio::spawn(crate::certwatch::watch_daily(
+        settings.cert_files.clone(),
+        |_| {},
+    ));
     let (hook_tx, mut hook_rx) = mpsc::unbounded_channel();
     let mut n = Notifier {
         settings,
@@ -421,6 +430,7 @@ pub async fn run_with(
             },
         }
     }
+    cert_watch.abort();
     let _ = n.client.disconnect().await;
     stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(2), driver).await;
