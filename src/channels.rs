@@ -224,6 +224,11 @@ pub struct ChannelArgs {
     /// ... or for this long, when the gateway does not announce its poll interval.
     #[arg(long, value_name = "SECS", default_value_t = 120)]
     pub stale_after_secs: u64,
+    /// Share the alerts with the other notifiers of this group (MQTT v5
+    /// shared subscription `$share/NAME/<prefix>/+/alerts/+`): each alert
+    /// goes to one of them. Status and readings are still seen by all.
+    #[arg(long, value_name = "NAME")]
+    pub share_group: Option<String>,
 }
 
 /// The resolved channels.
@@ -233,11 +238,37 @@ pub struct Channels {
     pub desktop: Option<Desktop>,
     pub filter: crate::filter::Filter,
     pub watch: crate::watch::WatchConfig,
+    pub share_group: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    #[error("--filter {0}")]
+    Filter(#[from] crate::filter::FilterError),
+    #[error("--share-group {0:?}: use letters, digits, '-' and '_'")]
+    ShareGroup(String),
+}
+
+impl Channels {
+    /// The subscription filter for alerts: shared when in a group.
+    pub fn alerts_filter(&self, prefix: &str) -> String {
+        let all = crate::mqtt::topics::all_alerts(prefix);
+        match &self.share_group {
+            Some(g) => format!("$share/{g}/{all}"),
+            None => all,
+        }
+    }
 }
 
 impl ChannelArgs {
-    pub fn resolve(&self) -> Result<Channels, crate::filter::FilterError> {
+    pub fn resolve(&self) -> Result<Channels, ChannelError> {
+        if let Some(g) = &self.share_group {
+            if !crate::config::is_topic_word(g) {
+                return Err(ChannelError::ShareGroup(g.clone()));
+            }
+        }
         Ok(Channels {
+            share_group: self.share_group.clone(),
             exec: self
                 .exec
                 .clone()

@@ -287,7 +287,7 @@ pub fn main() -> i32 {
     let channels = match cli.channels.resolve() {
         Ok(c) => c,
         Err(e) => {
-            log::error!("invalid configuration: --filter {e}");
+            log::error!("invalid configuration: {e}");
             return crate::EXIT_CONFIG;
         }
     };
@@ -447,10 +447,21 @@ impl Notifier {
                 self.on_watch(events);
                 if session_present {
                     log::info!("session resumed: subscriptions kept");
+                    if self.channels.share_group.is_some() {
+                        // Some brokers (Mosquitto 2.0.11 after a restart
+                        // from its persistence file) resume the session
+                        // without its shared subscriptions: subscribe again
+                        // (idempotent; retained messages never go to shared
+                        // subscriptions).
+                        let f = self.channels.alerts_filter(&self.settings.prefix);
+                        if let Err(e) = self.client.subscribe(f, QoS::ExactlyOnce).await {
+                            log::error!("cannot renew the shared subscription: {e}");
+                        }
+                    }
                     return;
                 }
                 let filters = [
-                    topics::all_alerts(&self.settings.prefix),
+                    self.channels.alerts_filter(&self.settings.prefix),
                     topics::all_statuses(&self.settings.prefix),
                 ];
                 // Readings at QoS 0, only to notice when they stop.
