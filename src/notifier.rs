@@ -327,6 +327,11 @@ impl Seen {
         }
     }
 
+    /// Whether `id` was offered (and not yet forgotten).
+    pub fn contains(&self, id: &str) -> bool {
+        self.set.contains(id)
+    }
+
     /// True the first time `id` is offered.
     pub fn first(&mut self, id: &str) -> bool {
         if self.set.contains(id) {
@@ -355,6 +360,8 @@ struct Notifier {
     hooks_running: HashSet<String>,
     hook_results: HashMap<String, &'static str>,
     hook_tx: mpsc::UnboundedSender<HookDone>,
+    /// In a share group: alerts another member answered `delivered`.
+    answered_elsewhere: Seen,
 }
 
 /// A finished --exec hook, to be answered from the MQTT loop.
@@ -410,6 +417,7 @@ pub async fn run_with(
         hooks_running: HashSet::new(),
         hook_results: HashMap::new(),
         hook_tx,
+        answered_elsewhere: Seen::new(100_000),
     };
     // Not connected yet: the broker grace period runs from the start.
     n.watch.on_link_down(std::time::Instant::now());
@@ -466,13 +474,20 @@ impl Notifier {
                 ];
                 // Readings at QoS 0, only to notice when they stop.
                 let readings = topics::all_readings(&self.settings.prefix);
+                // In a share group, the other members' answers.
+                let acks = self
+                    .channels
+                    .share_group
+                    .as_ref()
+                    .map(|_| topics::all_acks(&self.settings.prefix));
                 let subs = filters
                     .iter()
                     .map(|f| rumqttc::SubscribeFilterInput::new(f.clone(), QoS::ExactlyOnce))
                     .chain([rumqttc::SubscribeFilterInput::new(
                         readings,
                         QoS::AtMostOnce,
-                    )]);
+                    )])
+                    .chain(acks.map(|a| rumqttc::SubscribeFilterInput::new(a, QoS::AtLeastOnce)));
                 match self.client.subscribe_many_tracked(subs).await {
                     Ok(notice) => {
                         let what = filters.join(", ");
@@ -528,6 +543,16 @@ impl Notifier {
                 let events = self.watch.on_reading(gateway, std::time::Instant::now());
                 self.on_watch(events);
             }
+            Parsed::Acks { .. } => {
+                // Another member of the share group answered: a copy of
+                // that alert reaching us later (a bridge re-sending its
+                // retained messages, a retained refresh) is not shown again.
+                if let Ok(ack) = payload::decode::<Ack>(&p.payload) {
+                    if ack.status == "delivered" && ack.by != self.settings.endpoint.client_id {
+                        self.answered_elsewhere.first(&ack.alert_id);
+                    }
+                }
+            }
             Parsed::Other => log::debug!("ignoring {topic}"),
         }
     }
@@ -536,6 +561,13 @@ impl Notifier {
         if !self.channels.filter.accepts(&a) {
             log::debug!(
                 "alert {} not for this notifier (--filter): not shown, not answered",
+                a.id
+            );
+            return;
+        }
+        if self.answered_elsewhere.contains(&a.id) && !self.seen.contains(&a.id) {
+            log::info!(
+                "alert {} already answered by another notifier of the share group; not shown",
                 a.id
             );
             return;

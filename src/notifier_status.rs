@@ -132,7 +132,7 @@ impl Collector {
                     self.alerts.insert(key, a);
                 }
             }
-            Parsed::Reading { .. } | Parsed::Other => {}
+            Parsed::Reading { .. } | Parsed::Acks { .. } | Parsed::Other => {}
         }
     }
 

@@ -46,12 +46,18 @@ pub fn all_readings(prefix: &str) -> String {
     format!("{prefix}/+/sensors/+/reading")
 }
 
+/// Subscription filter for every gateway's answers.
+pub fn all_acks(prefix: &str) -> String {
+    format!("{prefix}/+/acks")
+}
+
 /// What a topic received by the notifier is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Parsed<'a> {
     Status { gateway: &'a str },
     Alert { gateway: &'a str, sensor: &'a str },
     Reading { gateway: &'a str, sensor: &'a str },
+    Acks { gateway: &'a str },
     Other,
 }
 
@@ -65,6 +71,7 @@ pub fn parse<'a>(prefix: &str, topic: &'a str) -> Parsed<'a> {
         [gateway, "status"] => Parsed::Status { gateway },
         [gateway, "alerts", sensor] => Parsed::Alert { gateway, sensor },
         [gateway, "sensors", sensor, "reading"] => Parsed::Reading { gateway, sensor },
+        [gateway, "acks"] => Parsed::Acks { gateway },
         _ => Parsed::Other,
     }
 }
@@ -91,7 +98,10 @@ mod tests {
             parse("thermalert", &t.status()),
             Parsed::Status { gateway: "gw1" }
         );
-        assert_eq!(parse("thermalert", &t.acks()), Parsed::Other);
+        assert_eq!(
+            parse("thermalert", &t.acks()),
+            Parsed::Acks { gateway: "gw1" }
+        );
         assert_eq!(
             parse("thermalert", &t.reading("28-1")),
             Parsed::Reading {
