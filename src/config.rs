@@ -39,7 +39,7 @@ pub enum ConfigError {
     },
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The gateway's name: the second level of every topic, and by
@@ -58,7 +58,7 @@ fn default_prefix() -> String {
     "thermalert".into()
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttConfig {
     pub host: String,
@@ -147,7 +147,7 @@ pub enum Backend {
     Gpio,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SensorsConfig {
     pub backend: Backend,
@@ -169,7 +169,7 @@ pub struct SensorsConfig {
 }
 
 /// Where the kernel's w1 devices are and how to read them.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct W1Config {
     #[serde(default = "default_w1_root")]
@@ -193,7 +193,7 @@ fn default_w1_root() -> PathBuf {
 }
 
 /// The 1-Wire data pin for the bit-banging backend.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GpioConfig {
     /// BCM GPIO number of the data line.
@@ -235,7 +235,7 @@ fn default_fault_after() -> u32 {
     3
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SensorConfig {
     /// The sensor's ROM id as the kernel names it, e.g. `28-0316a2791dff`.
@@ -275,7 +275,7 @@ impl SensorConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SimConfig {
     /// `[seconds since start, celsius]`: the temperature steps to that value at that time.
@@ -288,7 +288,7 @@ pub struct SimConfig {
     pub faults: Vec<SimFault>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SimFault {
     pub from: f64,
@@ -305,6 +305,9 @@ pub enum SimFaultKind {
     Crc,
     /// The sensor lost power: it reads the 85.000 C power-on value.
     PowerOnReset,
+    /// For tests: a sweep that starts in the window blocks until it ends
+    /// (a hung bus), so the sensor loop stops making progress.
+    Stall,
 }
 
 /// One step of a key path, for locating a key's line in the source.

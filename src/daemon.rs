@@ -2,7 +2,7 @@
 //! alerts -> clean shutdown.
 
 use std::collections::{HashMap, VecDeque};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,6 +24,7 @@ use crate::mqtt::payload::{self, Ack, Alert, Reading, Status};
 use crate::mqtt::topics::Topics;
 use crate::mqtt::{tls, CONTENT_TYPE_JSON};
 use crate::sensor::{self, Sample};
+use crate::systemd::{Heartbeat, Notify, StatusInfo};
 use crate::timefmt;
 
 #[derive(Debug, Parser)]
@@ -83,7 +84,7 @@ pub fn main() -> i32 {
                     return 1;
                 }
             };
-            match rt.block_on(run(cfg, endpoint)) {
+            match rt.block_on(run(cfg, endpoint, &cli.config)) {
                 Ok(()) => 0,
                 Err(e) => {
                     log::error!("{e:#}");
@@ -223,6 +224,8 @@ struct Daemon {
     /// Correlation data -> alert, until the alert expires.
     awaiting: HashMap<Bytes, Awaiting>,
     connected: bool,
+    /// The last alert raised, for the systemd status line.
+    last_alert: Option<Alert>,
     /// After a refusal, nothing is handed to the client before this.
     hold_until: Option<Instant>,
     done_tx: mpsc::UnboundedSender<(u64, Result<PublishResult, PublishNoticeError>)>,
@@ -248,8 +251,8 @@ fn json_props(expiry: u32) -> PublishProperties {
     }
 }
 
-/// Runs the gateway until SIGTERM or SIGINT.
-pub async fn run(cfg: Config, endpoint: Endpoint) -> anyhow::Result<()> {
+/// Runs the gateway until SIGTERM or SIGINT; SIGHUP reloads `config_path`.
+pub async fn run(cfg: Config, endpoint: Endpoint, config_path: &Path) -> anyhow::Result<()> {
     let topics = Topics::new(&cfg.topic_prefix, &cfg.gateway_id);
     let will = LastWill::new(
         topics.status(),
@@ -275,11 +278,27 @@ pub async fn run(cfg: Config, endpoint: Endpoint) -> anyhow::Result<()> {
         Duration::from_millis(cfg.mqtt.reconnect_min_ms),
         Duration::from_secs(cfg.mqtt.reconnect_max_secs),
     );
-    let driver = tokio::spawn(conn::drive(eventloop, link_tx, backoff, stop.clone()));
+    let mut notify = Notify::from_env();
+    let mqtt_beat = Arc::new(Heartbeat::new("MQTT loop", Instant::now()));
+    let driver = tokio::spawn(conn::drive_with_heartbeat(
+        eventloop,
+        link_tx,
+        backoff,
+        stop.clone(),
+        Some(mqtt_beat.clone()),
+    ));
 
     let (sweep_tx, mut sweep_rx) = mpsc::channel::<Sweep>(4);
     let sensors_stop = Arc::new(AtomicBool::new(false));
-    let sensor_thread = spawn_sensor_thread(&cfg, sweep_tx, sensors_stop.clone())?;
+    let sensor_beat = Arc::new(Heartbeat::new("sensor loop", Instant::now()));
+    let (sensors_ctl, sensors_ctl_rx) = std::sync::mpsc::channel::<Config>();
+    let sensor_thread = spawn_sensor_thread(
+        &cfg,
+        sweep_tx,
+        sensors_stop.clone(),
+        sensor_beat.clone(),
+        sensors_ctl_rx,
+    )?;
 
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let mut d = Daemon {
@@ -297,6 +316,7 @@ pub async fn run(cfg: Config, endpoint: Endpoint) -> anyhow::Result<()> {
         },
         awaiting: HashMap::new(),
         connected: false,
+        last_alert: None,
         hold_until: None,
         done_tx,
         cfg,
@@ -310,21 +330,35 @@ pub async fn run(cfg: Config, endpoint: Endpoint) -> anyhow::Result<()> {
         d.cfg.mqtt.port
     );
 
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sighup = signal(SignalKind::hangup())?;
     let mut housekeeping = tokio::time::interval(Duration::from_secs(5));
+    let mut watchdog = notify.watchdog_interval().map(tokio::time::interval);
+    notify.ready(|| d.status_info());
     loop {
         tokio::select! {
             _ = sigterm.recv() => { log::info!("SIGTERM: stopping"); break; }
             _ = tokio::signal::ctrl_c() => { log::info!("SIGINT: stopping"); break; }
+            _ = sighup.recv() => {
+                notify.reloading();
+                d.reload(config_path, &sensors_ctl);
+                notify.ready(|| d.status_info());
+            }
             Some(sweep) = sweep_rx.recv() => d.on_sweep(sweep).await,
             Some(link) = link_rx.recv() => d.on_link(link).await,
             Some((seq, res)) = done_rx.recv() => d.on_done(seq, res),
             _ = housekeeping.tick() => d.expire_awaiting(),
+            _ = crate::systemd::tick(&mut watchdog) => {
+                notify.watchdog(Instant::now(), &[&sensor_beat, &mqtt_beat]);
+            }
         }
+        notify.status(|| d.status_info());
     }
 
     // Shutdown: stop the sensors, publish the offline status ourselves,
     // give queued alerts a moment, then disconnect cleanly (no Will).
+    notify.stopping();
     sensors_stop.store(true, Ordering::Relaxed);
     drop(sweep_rx);
     d.shutdown(&mut link_rx, &mut done_rx).await;
@@ -335,29 +369,42 @@ pub async fn run(cfg: Config, endpoint: Endpoint) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The sensor thread: sweeps every poll interval, takes reloaded
+/// configurations from `reload`, and promises on `beat` when its next
+/// sweep will be done.
 fn spawn_sensor_thread(
     cfg: &Config,
     tx: mpsc::Sender<Sweep>,
     stop: Arc<AtomicBool>,
+    beat: Arc<Heartbeat>,
+    reload: std::sync::mpsc::Receiver<Config>,
 ) -> anyhow::Result<std::thread::JoinHandle<()>> {
     let mut backend = sensor::open(cfg)?;
-    let ids: Vec<String> = cfg.sensor.iter().map(|s| s.id.clone()).collect();
-    let interval = Duration::from_millis(cfg.sensors.poll_interval_ms);
+    let mut ids: Vec<String> = cfg.sensor.iter().map(|s| s.id.clone()).collect();
+    let mut interval = Duration::from_millis(cfg.sensors.poll_interval_ms);
     Ok(std::thread::Builder::new()
         .name("sensors".into())
         .spawn(move || {
             let mut next = Instant::now();
+            beat.due_by(next + backend.sweep_budget(ids.len()));
             while !stop.load(Ordering::Relaxed) {
+                while let Ok(c) = reload.try_recv() {
+                    backend.reconfigure(&c);
+                    ids = c.sensor.iter().map(|s| s.id.clone()).collect();
+                    interval = Duration::from_millis(c.sensors.poll_interval_ms);
+                }
                 let samples = backend.sweep(&ids);
                 if tx.blocking_send(Sweep { samples }).is_err() {
                     return;
                 }
                 next += interval;
                 let now = Instant::now();
+                if next <= now {
+                    next = now;
+                }
+                beat.due_by(next + backend.sweep_budget(ids.len()));
                 if next > now {
                     std::thread::sleep(next - now);
-                } else {
-                    next = now;
                 }
             }
         })?)
@@ -366,7 +413,11 @@ fn spawn_sensor_thread(
 impl Daemon {
     async fn on_sweep(&mut self, sweep: Sweep) {
         let ts = timefmt::now_rfc3339();
-        for (i, sample) in sweep.samples.into_iter().enumerate() {
+        for sample in sweep.samples {
+            // By id: a sweep begun before a reload may list other sensors.
+            let Some(i) = self.cfg.sensor.iter().position(|s| s.id == sample.id) else {
+                continue;
+            };
             let Some(sc) = self.cfg.sensor.get(i).cloned() else {
                 continue;
             };
@@ -408,7 +459,8 @@ impl Daemon {
                     message: alert::message(sc.display_name(), &dec),
                     escalation: 0,
                 };
-                log_alert(&alert);
+                crate::logging::alert(&alert);
+                self.last_alert = Some(alert.clone());
                 if dec.previous == Level::Critical && dec.state != Level::Critical {
                     self.enqueue(Outgoing::ClearRetained {
                         sensor: sc.id.clone(),
@@ -420,6 +472,42 @@ impl Daemon {
                 });
             }
         }
+        self.pump();
+    }
+
+    fn status_info(&self) -> StatusInfo {
+        StatusInfo::new(&self.cfg, self.connected, self.last_alert.as_ref())
+    }
+
+    /// SIGHUP: loads the file again and applies what can change without
+    /// a reconnect; a bad file is logged and the running one kept.
+    fn reload(&mut self, path: &Path, sensors: &std::sync::mpsc::Sender<Config>) {
+        let new = match Config::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                log::error!("reload: invalid configuration, keeping the running one: {e}");
+                return;
+            }
+        };
+        let a = crate::reload::apply(&self.cfg, std::mem::take(&mut self.alarms), new);
+        for key in &a.restart_needed {
+            log::warn!("reload: {key} changed; it needs a restart to take effect");
+        }
+        for sensor in &a.removed_critical {
+            self.enqueue(Outgoing::ClearRetained {
+                sensor: sensor.clone(),
+            });
+        }
+        log::info!(
+            "reload: configuration reloaded from {}: {}",
+            path.display(),
+            a.summary()
+        );
+        if a.sensors_changed && sensors.send(a.cfg.clone()).is_err() {
+            log::error!("reload: the sensor thread has stopped");
+        }
+        self.cfg = a.cfg;
+        self.alarms = a.alarms;
         self.pump();
     }
 
@@ -689,22 +777,4 @@ async fn wait_notice(
 ) {
     let res = notice.wait_async().await;
     let _ = tx.send((seq, res));
-}
-
-fn log_alert(a: &Alert) {
-    let line = format!(
-        "ALERT {} {} ({}) celsius={} threshold={} id={}: {}",
-        a.level,
-        a.name,
-        a.sensor,
-        a.celsius.map_or("null".into(), |c| format!("{c:.2}")),
-        a.threshold.map_or("null".into(), |t| format!("{t:.2}")),
-        a.id,
-        a.message
-    );
-    match a.level {
-        AlertLevel::Critical | AlertLevel::Fault => log::error!("{line}"),
-        AlertLevel::Warning => log::warn!("{line}"),
-        AlertLevel::Resolved => log::info!("{line}"),
-    }
 }

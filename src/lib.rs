@@ -11,7 +11,11 @@
 //!   payloads), TLS set-up and the connection supervisor.
 //! - [`daemon`] / [`notifier`]: the two programs; `src/bin/*` only call
 //!   their `main()`.
-//! - [`logging`]: stderr logging with levels.
+//! - [`logging`]: the journal (native protocol, one entry per alert with
+//!   its priority and fields) under systemd, stderr otherwise.
+//! - [`systemd`]: sd_notify (`READY`, `STATUS`, `WATCHDOG`, `RELOADING`,
+//!   `STOPPING`) and the watchdog's heartbeats.
+//! - [`reload`]: what a SIGHUP applies, and what waits for a restart.
 
 pub mod alert;
 pub mod backoff;
@@ -21,7 +25,9 @@ pub mod logging;
 pub mod mqtt;
 pub mod notifier;
 pub mod onewire;
+pub mod reload;
 pub mod sensor;
+pub mod systemd;
 pub mod timefmt;
 
 /// Exit code for a configuration error (`EX_CONFIG` from sysexits.h), so a

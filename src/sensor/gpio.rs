@@ -428,6 +428,10 @@ where
         self.sweep_roms(ids)
     }
 
+    fn reconfigure(&mut self, cfg: &Config) {
+        configure(self, cfg);
+    }
+
     fn scan(&mut self) -> Result<Vec<Found>, BackendError> {
         let none = || {
             BackendError::Unavailable(

@@ -40,6 +40,10 @@ pub trait Backend: Send {
     /// does internally) and returns one sample per id, in order.
     fn sweep(&mut self, ids: &[String]) -> Vec<Sample>;
 
+    /// Takes a reloaded configuration's sensors (new sensors' settings,
+    /// scripts); the backend itself (its kind, bus, pin) stays.
+    fn reconfigure(&mut self, _cfg: &Config) {}
+
     /// Lists every sensor the backend can find.
     fn scan(&mut self) -> Result<Vec<Found>, BackendError>;
 
