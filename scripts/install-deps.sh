@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # install-deps.sh - install what the demo and the tests need on a Debian,
 # Ubuntu or Raspberry Pi OS machine: Mosquitto and its clients, OpenSSL,
-# coreutils (stdbuf), systemd (systemd-analyze). Skips what is already there; uses sudo when not root.
+# coreutils (stdbuf), systemd (systemd-analyze). Skips what is already
+# there; uses sudo when not root.
 set -euo pipefail
 need=()
 command -v mosquitto >/dev/null 2>&1 || [[ -x /usr/sbin/mosquitto ]] || need+=(mosquitto)
