@@ -160,12 +160,44 @@ pub struct SensorsConfig {
     /// monitored with default thresholds.
     #[serde(default)]
     pub monitor_unconfigured: bool,
+    /// `[sensors.defaults]`: thresholds for sensors monitored without a
+    /// `[[sensor]]` entry.
+    #[serde(default)]
+    pub defaults: DefaultThresholds,
     /// `[sensors.w1]`: the kernel backend's settings.
     #[serde(default)]
     pub w1: W1Config,
     /// `[sensors.gpio]`: the bit-banging backend's settings.
     #[serde(default)]
     pub gpio: GpioConfig,
+}
+
+/// Thresholds for unconfigured sensors (`monitor_unconfigured = true`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DefaultThresholds {
+    pub warning_above: Option<f64>,
+    pub critical_above: Option<f64>,
+    pub warning_below: Option<f64>,
+    pub critical_below: Option<f64>,
+    pub hysteresis: Option<f64>,
+}
+
+impl DefaultThresholds {
+    /// A `[[sensor]]` entry for an unconfigured sensor found on the bus.
+    pub fn sensor(&self, id: &str) -> SensorConfig {
+        SensorConfig {
+            id: id.to_string(),
+            name: None,
+            warning_above: self.warning_above,
+            critical_above: self.critical_above,
+            warning_below: self.warning_below,
+            critical_below: self.critical_below,
+            hysteresis: self.hysteresis.unwrap_or_else(default_hysteresis),
+            resolution: None,
+            sim: None,
+        }
+    }
 }
 
 /// Where the kernel's w1 devices are and how to read them.
@@ -196,7 +228,12 @@ fn default_w1_root() -> PathBuf {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GpioConfig {
-    /// BCM GPIO number of the data line.
+    /// How the pin is driven: `rppal` (Raspberry Pi, /dev/gpiomem) or
+    /// `cdev` (any Linux board: the GPIO character device `chip`, through
+    /// linux-embedded-hal, with the line requested open-drain).
+    #[serde(default)]
+    pub driver: GpioDriver,
+    /// BCM GPIO number of the data line (`rppal`), or line offset on `chip` (`cdev`).
     #[serde(default = "default_gpio_pin")]
     pub pin: u8,
     /// The GPIO character device (named in permission errors).
@@ -211,11 +248,20 @@ pub struct GpioConfig {
 impl Default for GpioConfig {
     fn default() -> Self {
         Self {
+            driver: GpioDriver::default(),
             pin: default_gpio_pin(),
             chip: default_gpio_chip(),
             attempts: default_gpio_attempts(),
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GpioDriver {
+    #[default]
+    Rppal,
+    Cdev,
 }
 
 fn default_gpio_pin() -> u8 {
@@ -500,10 +546,17 @@ impl Config {
                 format!("{} is not a BCM GPIO number (0 to 53)", s.gpio.pin),
             ));
         }
-        if self.sensor.is_empty() {
+        if s.monitor_unconfigured {
+            s.defaults
+                .sensor("defaults")
+                .thresholds()
+                .check()
+                .map_err(|(k, msg)| problem(vec![Key("sensors"), Key("defaults"), Key(k)], msg))?;
+        }
+        if self.sensor.is_empty() && !s.monitor_unconfigured {
             return Err(problem(
                 vec![Key("sensors")],
-                "no [[sensor]] configured: add at least one",
+                "no [[sensor]] configured: add at least one, or set monitor_unconfigured = true",
             ));
         }
         for (i, sc) in self.sensor.iter().enumerate() {

@@ -190,6 +190,11 @@ enum Outgoing {
         alert: Alert,
         raised: Instant,
     },
+    /// A sensor's retained CRITICAL published again, with a fresh expiry,
+    /// so that the retained state outlives the alert's message expiry.
+    RefreshRetained {
+        alert: Alert,
+    },
     /// An empty retained message that clears a sensor's retained CRITICAL.
     ClearRetained {
         sensor: String,
@@ -226,6 +231,9 @@ struct Daemon {
     connected: bool,
     /// The last alert raised, for the systemd status line.
     last_alert: Option<Alert>,
+    /// Sensors now CRITICAL: their retained alert and when it was last
+    /// published, to refresh it before its message expiry removes it.
+    critical: HashMap<String, (Alert, Instant)>,
     /// After a refusal, nothing is handed to the client before this.
     hold_until: Option<Instant>,
     done_tx: mpsc::UnboundedSender<(u64, Result<PublishResult, PublishNoticeError>)>,
@@ -288,12 +296,15 @@ pub async fn run(cfg: Config, endpoint: Endpoint, config_path: &Path) -> anyhow:
         Some(mqtt_beat.clone()),
     ));
 
+    let mut backend = sensor::Reopening::open(&cfg);
+    let cfg = adopt_unconfigured(cfg, &mut backend);
     let (sweep_tx, mut sweep_rx) = mpsc::channel::<Sweep>(4);
     let sensors_stop = Arc::new(AtomicBool::new(false));
     let sensor_beat = Arc::new(Heartbeat::new("sensor loop", Instant::now()));
     let (sensors_ctl, sensors_ctl_rx) = std::sync::mpsc::channel::<Config>();
     let sensor_thread = spawn_sensor_thread(
         &cfg,
+        Box::new(backend),
         sweep_tx,
         sensors_stop.clone(),
         sensor_beat.clone(),
@@ -317,6 +328,7 @@ pub async fn run(cfg: Config, endpoint: Endpoint, config_path: &Path) -> anyhow:
         awaiting: HashMap::new(),
         connected: false,
         last_alert: None,
+        critical: HashMap::new(),
         hold_until: None,
         done_tx,
         cfg,
@@ -333,7 +345,9 @@ pub async fn run(cfg: Config, endpoint: Endpoint, config_path: &Path) -> anyhow:
     use tokio::signal::unix::{signal, SignalKind};
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
-    let mut housekeeping = tokio::time::interval(Duration::from_secs(5));
+    // Often enough to refresh retained CRITICALs well within their expiry.
+    let tick_ms = (u64::from(d.cfg.mqtt.alert_expiry_secs) * 1000 / 4).clamp(250, 5000);
+    let mut housekeeping = tokio::time::interval(Duration::from_millis(tick_ms));
     let mut watchdog = notify.watchdog_interval().map(tokio::time::interval);
     notify.ready(|| d.status_info());
     loop {
@@ -369,17 +383,52 @@ pub async fn run(cfg: Config, endpoint: Endpoint, config_path: &Path) -> anyhow:
     Ok(())
 }
 
+/// Reports sensors on the bus that the config does not name, and
+/// configured ones that are missing; with `monitor_unconfigured`, adds the
+/// former with the default thresholds.
+fn adopt_unconfigured(mut cfg: Config, backend: &mut dyn sensor::Backend) -> Config {
+    let found = match backend.discover() {
+        Ok(f) => f,
+        Err(e) => {
+            log::warn!("cannot list the sensors on the bus: {e}");
+            return cfg;
+        }
+    };
+    for id in &found {
+        if cfg.sensor.iter().any(|s| &s.id == id) {
+            continue;
+        }
+        if cfg.sensors.monitor_unconfigured {
+            log::warn!("sensor {id} is on the bus but not in the config; monitoring it with the default thresholds");
+            let sensor = cfg.sensors.defaults.sensor(id);
+            cfg.sensor.push(sensor);
+        } else {
+            log::warn!(
+                "sensor {id} is on the bus but not in the config: add a [[sensor]] entry to monitor it (or set monitor_unconfigured = true)"
+            );
+        }
+    }
+    for s in cfg.sensor.iter().filter(|s| !found.contains(&s.id)) {
+        log::warn!(
+            "configured sensor {} ({}) is not on the bus",
+            s.display_name(),
+            s.id
+        );
+    }
+    cfg
+}
+
 /// The sensor thread: sweeps every poll interval, takes reloaded
 /// configurations from `reload`, and promises on `beat` when its next
 /// sweep will be done.
 fn spawn_sensor_thread(
     cfg: &Config,
+    mut backend: Box<dyn sensor::Backend>,
     tx: mpsc::Sender<Sweep>,
     stop: Arc<AtomicBool>,
     beat: Arc<Heartbeat>,
     reload: std::sync::mpsc::Receiver<Config>,
 ) -> anyhow::Result<std::thread::JoinHandle<()>> {
-    let mut backend = sensor::open(cfg)?;
     let mut ids: Vec<String> = cfg.sensor.iter().map(|s| s.id.clone()).collect();
     let mut interval = Duration::from_millis(cfg.sensors.poll_interval_ms);
     Ok(std::thread::Builder::new()
@@ -462,9 +511,14 @@ impl Daemon {
                 crate::logging::alert(&alert);
                 self.last_alert = Some(alert.clone());
                 if dec.previous == Level::Critical && dec.state != Level::Critical {
+                    self.critical.remove(&sc.id);
                     self.enqueue(Outgoing::ClearRetained {
                         sensor: sc.id.clone(),
                     });
+                }
+                if dec.state == Level::Critical {
+                    self.critical
+                        .insert(sc.id.clone(), (alert.clone(), Instant::now()));
                 }
                 self.enqueue(Outgoing::Alert {
                     alert,
@@ -494,6 +548,7 @@ impl Daemon {
             log::warn!("reload: {key} changed; it needs a restart to take effect");
         }
         for sensor in &a.removed_critical {
+            self.critical.remove(sensor);
             self.enqueue(Outgoing::ClearRetained {
                 sensor: sensor.clone(),
             });
@@ -532,6 +587,24 @@ impl Daemon {
                     Vec::new(),
                     PublishOptions::new(QoS::ExactlyOnce).retain(true),
                 ),
+                Outgoing::RefreshRetained { alert } => {
+                    let (props, corr) = self.alert_props(alert, self.cfg.mqtt.alert_expiry_secs);
+                    self.awaiting.insert(
+                        corr,
+                        Awaiting {
+                            id: alert.id.clone(),
+                            raised: Instant::now(),
+                            answers: 0,
+                        },
+                    );
+                    (
+                        self.topics.alert(&alert.sensor),
+                        payload::encode(alert),
+                        PublishOptions::new(QoS::ExactlyOnce)
+                            .retain(true)
+                            .properties(props),
+                    )
+                }
                 Outgoing::Alert { alert, raised } => {
                     let waited = raised.elapsed().as_secs();
                     let expiry = u64::from(self.cfg.mqtt.alert_expiry_secs).saturating_sub(waited);
@@ -544,10 +617,8 @@ impl Daemon {
                         );
                         continue;
                     }
-                    let mut props = json_props(u32::try_from(expiry).unwrap_or(u32::MAX));
-                    props.response_topic = Some(self.topics.acks());
-                    let corr = Bytes::from(alert.id.clone().into_bytes());
-                    props.correlation_data = Some(corr.clone());
+                    let (props, corr) =
+                        self.alert_props(alert, u32::try_from(expiry).unwrap_or(u32::MAX));
                     self.awaiting.entry(corr).or_insert_with(|| Awaiting {
                         id: alert.id.clone(),
                         raised: *raised,
@@ -577,6 +648,15 @@ impl Daemon {
         }
     }
 
+    /// The v5 properties of an alert: expiry, ResponseTopic, CorrelationData.
+    fn alert_props(&self, alert: &Alert, expiry: u32) -> (PublishProperties, Bytes) {
+        let mut props = json_props(expiry);
+        props.response_topic = Some(self.topics.acks());
+        let corr = Bytes::from(alert.id.clone().into_bytes());
+        props.correlation_data = Some(corr.clone());
+        (props, corr)
+    }
+
     fn on_done(&mut self, seq: u64, res: Result<PublishResult, PublishNoticeError>) {
         let Some(o) = self.outbox.handed.remove(&seq) else {
             return;
@@ -586,6 +666,9 @@ impl Daemon {
                 format!("alert {} ({} {})", alert.id, alert.level, alert.name)
             }
             Outgoing::ClearRetained { sensor } => format!("retained CRITICAL clear for {sensor}"),
+            Outgoing::RefreshRetained { alert } => {
+                format!("retained CRITICAL refresh of {}", alert.id)
+            }
         };
         match res {
             Ok(PublishResult::Qos2Completed(_)) => {
@@ -682,6 +765,15 @@ impl Daemon {
         };
         w.answers += 1;
         let rtt = w.raised.elapsed();
+        if w.answers > 1 {
+            log::debug!(
+                "alert {} answered again ({} answers) after {:.1} ms",
+                w.id,
+                w.answers,
+                rtt.as_secs_f64() * 1000.0
+            );
+            return;
+        }
         match ack {
             Some(a) => {
                 if a.alert_id != w.id {
@@ -708,6 +800,26 @@ impl Daemon {
     }
 
     fn expire_awaiting(&mut self) {
+        // A retained CRITICAL must outlive its message expiry while the
+        // sensor stays critical: publish it again at half its lifetime.
+        let half = Duration::from_secs(u64::from(self.cfg.mqtt.alert_expiry_secs)) / 2;
+        let due: Vec<Alert> = self
+            .critical
+            .values_mut()
+            .filter(|(_, at)| at.elapsed() >= half)
+            .map(|(a, at)| {
+                *at = Instant::now();
+                a.clone()
+            })
+            .collect();
+        for alert in due {
+            log::debug!(
+                "refreshing the retained CRITICAL {} ({})",
+                alert.id,
+                alert.name
+            );
+            self.enqueue(Outgoing::RefreshRetained { alert });
+        }
         let keep = Duration::from_secs(u64::from(self.cfg.mqtt.alert_expiry_secs) * 2);
         self.awaiting.retain(|_, w| {
             let alive = w.raised.elapsed() < keep;

@@ -3,8 +3,9 @@
 //! configuration to run with, the alarms to keep and what changed out.
 //!
 //! Applied at once: the `[[sensor]]` list (added, removed, renamed,
-//! thresholds and hysteresis), `sensors.poll_interval_ms` and
-//! `sensors.fault_after`. A sensor that stays keeps its alarm state, so a
+//! thresholds and hysteresis), `sensors.poll_interval_ms`,
+//! `sensors.fault_after` and `sensors.defaults` (sensors adopted from the
+//! bus under `monitor_unconfigured` stay, with the new defaults). A sensor that stays keeps its alarm state, so a
 //! reload never re-raises or forgets an alert. Everything the MQTT
 //! connection or the backend was built from (`gateway_id`, `topic_prefix`,
 //! `mqtt.*`, `sensors.backend`, `sensors.w1`, `sensors.gpio`,
@@ -113,6 +114,17 @@ pub fn apply(running: &Config, mut alarms: Vec<SensorAlarm>, new: Config) -> App
     let restart_needed = restart_needed(running, &new);
     let mut cfg = running.clone();
     cfg.sensor = new.sensor;
+    // Sensors adopted from the bus (`monitor_unconfigured`) are not in the
+    // file: they stay, under the new default thresholds.
+    if running.sensors.monitor_unconfigured {
+        for s in &running.sensor {
+            let adopted = *s == running.sensors.defaults.sensor(&s.id);
+            if adopted && !cfg.sensor.iter().any(|n| n.id == s.id) {
+                cfg.sensor.push(new.sensors.defaults.sensor(&s.id));
+            }
+        }
+    }
+    cfg.sensors.defaults = new.sensors.defaults;
     cfg.sensors.poll_interval_ms = new.sensors.poll_interval_ms;
     cfg.sensors.fault_after = new.sensors.fault_after;
     let fault_after = cfg.sensors.fault_after;

@@ -271,3 +271,52 @@ pub async fn drive_with_heartbeat(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(resume: bool) -> Endpoint {
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("protocols")
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+        Endpoint {
+            host: "localhost".into(),
+            port: 8883,
+            client_id: "c".into(),
+            username: Some("u".into()),
+            password: Some("p".into()),
+            tls: Arc::new(tls),
+            keep_alive_secs: 7,
+            connect_timeout: Duration::from_secs(3),
+            session_expiry_secs: 60,
+            receive_maximum: 13,
+            resume_on_start: resume,
+        }
+    }
+
+    #[test]
+    fn options_carry_receive_maximum_session_expiry_and_keep_alive() {
+        let o = endpoint(false).options(None);
+        assert_eq!(
+            o.receive_maximum(),
+            Some(13),
+            "the daemon sends a Receive Maximum"
+        );
+        assert_eq!(o.session_expiry_interval(), Some(60));
+        assert_eq!(o.keep_alive(), Duration::from_secs(7));
+        assert_eq!(o.max_packet_size(), Some(MAX_PACKET));
+        assert!(
+            o.clean_start(),
+            "a new daemon process starts a clean session"
+        );
+        assert!(
+            !endpoint(true).options(None).clean_start(),
+            "the notifier resumes its session"
+        );
+    }
+}

@@ -373,6 +373,10 @@ impl Backend for W1SysfsBackend {
         }
     }
 
+    fn discover(&mut self) -> Result<Vec<String>, BackendError> {
+        self.list_devices()
+    }
+
     fn scan(&mut self) -> Result<Vec<Found>, BackendError> {
         let ids = self.list_devices()?;
         let samples = self.sweep(&ids);

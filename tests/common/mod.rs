@@ -350,7 +350,7 @@ impl Broker {
             .iter()
             .find(|(u, _)| *u == user)
             .map_or("wrong", |(_, p)| p);
-        vec![
+        let mut args: Vec<String> = vec![
             "-V".into(),
             "mqttv5".into(),
             "-h".into(),
@@ -363,7 +363,15 @@ impl Broker {
             user.into(),
             "-P".into(),
             pw.into(),
-        ]
+        ];
+        let cert = self.pki.dir.join(format!("{user}.crt"));
+        if cert.exists() {
+            // Mutual TLS: the user's client certificate, when the PKI has one.
+            let key = self.pki.dir.join(format!("{user}.key"));
+            args.extend(["--cert".into(), cert.display().to_string()]);
+            args.extend(["--key".into(), key.display().to_string()]);
+        }
+        args
     }
 
     /// An independent subscriber (`mosquitto_sub` as `observer`). Each
