@@ -11,16 +11,23 @@
 //!   payloads), TLS set-up and the connection supervisor.
 //! - [`daemon`] / [`notifier`]: the two programs; `src/bin/*` only call
 //!   their `main()`.
+//! - [`outbox`]: the daemon's crash-safe outbox (an append-only log in the
+//!   state directory).
+//! - [`escalation`]: re-publishing alerts nobody answered.
+//! - [`seen`]: the notifier's persistent memory of the alert ids it showed.
 //! - [`logging`]: stderr logging with levels.
 
 pub mod alert;
 pub mod backoff;
 pub mod config;
 pub mod daemon;
+pub mod escalation;
 pub mod logging;
 pub mod mqtt;
 pub mod notifier;
 pub mod onewire;
+pub mod outbox;
+pub mod seen;
 pub mod sensor;
 pub mod timefmt;
 

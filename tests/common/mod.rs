@@ -471,6 +471,10 @@ pub struct GwConfig {
     pub mqtt_extra: String,
     pub sensors_extra: String,
     pub sensors: String,
+    /// Top-level keys (e.g. `ack_timeout_secs = 2`).
+    pub top_extra: String,
+    /// The daemon's state directory (its outbox); default `<dir>/state-<gateway>`.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl GwConfig {
@@ -491,14 +495,22 @@ impl GwConfig {
                 "warning_above = 30.0\ncritical_above = 40.0",
                 "[[0.0, 20.0]]",
             ),
+            top_extra: String::new(),
+            state_dir: None,
         }
     }
 
     pub fn write(&self, dir: &Path) -> PathBuf {
         std::fs::create_dir_all(dir).expect("mkdir");
+        let state = self
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| dir.join(format!("state-{}", self.gateway)));
         let mut s = format!(
-            "gateway_id = \"{}\"\n\n[mqtt]\nhost = \"{}\"\nport = {}\nca_file = \"{}\"\nkeep_alive_secs = {}\nreconnect_min_ms = 200\nreconnect_max_secs = 2\n",
+            "gateway_id = \"{}\"\nstate_dir = \"{}\"\n{}\n[mqtt]\nhost = \"{}\"\nport = {}\nca_file = \"{}\"\nkeep_alive_secs = {}\nreconnect_min_ms = 200\nreconnect_max_secs = 2\n",
             self.gateway,
+            state.display(),
+            self.top_extra,
             self.host,
             self.port,
             self.ca_file.display(),
