@@ -388,14 +388,16 @@ impl Daemon {
                     message: alert::message(sc.display_name(), &dec),
                     escalation: 0,
                 };
-                log_alert(&alert);
                 if dec.previous == Level::Critical && dec.state != Level::Critical {
                     self.outbox.push(Item::ClearRetained {
                         sensor: sc.id.clone(),
                     });
                 }
-                self.escalator.superseded(&sc.id);
-                self.outbox.push(Item::Alert { alert });
+                // Logged once stored: the line means it is in the outbox.
+                self.outbox.push(Item::Alert {
+                    alert: alert.clone(),
+                });
+                log_alert(&alert);
             }
         }
         self.pump();
@@ -559,6 +561,7 @@ impl Daemon {
             log::warn!("ignoring an answer on {topic} without CorrelationData");
             return;
         };
+        self.escalator.answered(&String::from_utf8_lossy(&corr));
         let Some(w) = self.awaiting.get_mut(&corr) else {
             log::warn!(
                 "ignoring an answer that matches no alert (correlation {:?})",
@@ -567,7 +570,6 @@ impl Daemon {
             return;
         };
         w.answers += 1;
-        self.escalator.answered(&w.id);
         let rtt = w.raised.elapsed();
         match ack {
             Some(a) => {

@@ -1,8 +1,12 @@
 //! Escalation: an alert nobody answered within `ack_timeout_secs` of
 //! reaching the broker is published again (same id, `escalation` counter
 //! incremented), then again after twice the time, and so on (at most eight
-//! times the timeout apart), until a notifier answers or a newer alert for
-//! the same sensor supersedes it. RESOLVED alerts are not escalated.
+//! times the timeout apart), until a notifier answers, at most
+//! [`MAX_ESCALATIONS`] times. A newer alert for the same sensor does not
+//! stop it: each alert must reach a person. RESOLVED alerts too: an answer is the only
+//! proof that an alert reached a person, and a broker that crashed after
+//! PUBCOMP but before delivering (it saves its state only now and then)
+//! would otherwise lose it silently.
 //!
 //! A pure core: the daemon tells it what happened and when, and asks which
 //! alerts are due.
@@ -10,9 +14,10 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use crate::alert::AlertLevel;
 use crate::mqtt::payload::Alert;
 
+/// An alert is re-published at most this many times.
+pub const MAX_ESCALATIONS: u32 = 10;
 /// Longest gap between escalations, as a multiple of the timeout.
 const MAX_FACTOR: u32 = 8;
 /// Answered ids remembered, so a late re-publish is not tracked again.
@@ -50,10 +55,7 @@ impl Escalator {
     /// The alert is being handed to the broker (first publish, or a
     /// re-publish after a reconnect). Tracks it if it may need escalating.
     pub fn handed(&mut self, alert: &Alert) {
-        if self.timeout.is_none()
-            || alert.level == AlertLevel::Resolved
-            || self.answered.contains(&alert.id)
-        {
+        if self.timeout.is_none() || self.answered.contains(&alert.id) {
             return;
         }
         let t = self.tracked.entry(alert.id.clone()).or_insert(Tracked {
@@ -91,14 +93,21 @@ impl Escalator {
         }
     }
 
-    /// A newer alert for `sensor` was raised: older ones stop escalating.
-    pub fn superseded(&mut self, sensor: &str) {
-        self.tracked.retain(|_, t| t.alert.sensor != sensor);
-    }
-
     /// The alerts to publish again now, each with its counter incremented.
     pub fn due(&mut self, now: Instant) -> Vec<Alert> {
         let mut out: Vec<Alert> = Vec::new();
+        self.tracked.retain(|_, t| {
+            let give_up = t.alert.escalation >= MAX_ESCALATIONS && t.due.is_some_and(|d| d <= now);
+            if give_up {
+                log::error!(
+                    "alert {} ({} {}) still unanswered after {MAX_ESCALATIONS} escalations; giving up",
+                    t.alert.id,
+                    t.alert.level,
+                    t.alert.name
+                );
+            }
+            !give_up
+        });
         for t in self.tracked.values_mut() {
             if t.due.is_some_and(|d| d <= now) {
                 t.alert.escalation = t.alert.escalation.saturating_add(1);
@@ -120,6 +129,7 @@ impl Escalator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::alert::AlertLevel;
 
     fn alert(id: &str, sensor: &str, level: AlertLevel) -> Alert {
         Alert {
@@ -185,7 +195,7 @@ mod tests {
     }
 
     #[test]
-    fn a_newer_alert_supersedes_and_resolved_is_never_escalated() {
+    fn every_unanswered_alert_escalates_resolved_too() {
         let t0 = Instant::now();
         let mut e = Escalator::new(Some(T));
         let a = alert("a", "s1", AlertLevel::Critical);
@@ -195,11 +205,28 @@ mod tests {
             e.handed(x);
             e.delivered(x, t0);
         }
-        e.superseded("s1");
         e.handed(&r);
         e.delivered(&r, t0);
         let due: Vec<String> = e.due(t0 + T).into_iter().map(|x| x.id).collect();
-        assert_eq!(due, vec!["b".to_string()]);
+        assert_eq!(due, vec!["a".to_string(), "b".to_string(), "r".to_string()]);
+    }
+
+    #[test]
+    fn it_gives_up_after_the_maximum() {
+        let mut now = Instant::now();
+        let mut e = Escalator::new(Some(T));
+        let a = alert("a", "s1", AlertLevel::Critical);
+        e.handed(&a);
+        e.delivered(&a, now);
+        for i in 1..=MAX_ESCALATIONS {
+            now += T * MAX_FACTOR;
+            let d = e.due(now);
+            assert_eq!(d.len(), 1);
+            assert_eq!(d[0].escalation, i);
+            e.delivered(&d[0], now);
+        }
+        assert!(e.due(now + T * MAX_FACTOR).is_empty());
+        assert_eq!(e.waiting(), 0);
     }
 
     #[test]

@@ -383,6 +383,21 @@ impl Broker {
         p
     }
 
+    /// Like [`observe`](Self::observe) but as `user`, under the project's
+    /// ACL. Returns once the SUBACK arrived (whatever it granted).
+    pub fn observe_as(&self, user: &str, topics: &[&str]) -> Proc {
+        let mut cmd = Command::new("stdbuf");
+        cmd.args(["-oL", "mosquitto_sub"])
+            .args(self.client_args(user))
+            .args(["-q", "1", "-d", "-F", "MSG|%t|%q|%r|%E|%R|%D|%C|%p"]);
+        for t in topics {
+            cmd.arg("-t").arg(t);
+        }
+        let p = Proc::spawn("mosquitto_sub", cmd);
+        p.out.wait_n("SUBACK", 1, WAIT, |l| l.contains("SUBACK"));
+        p
+    }
+
     /// Publishes one message as `user` with mosquitto_pub; extra args are
     /// passed through (e.g. `-D publish correlation-data x`).
     pub fn publish(&self, user: &str, topic: &str, payload: &[u8], extra: &[&str]) {
