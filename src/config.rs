@@ -52,6 +52,27 @@ pub struct Config {
     pub sensors: SensorsConfig,
     #[serde(default, rename = "sensor")]
     pub sensor: Vec<SensorConfig>,
+    /// Where the outbox lives; default `$STATE_DIRECTORY` (systemd's
+    /// `StateDirectory=`) or [`DEFAULT_STATE_DIR`].
+    pub state_dir: Option<PathBuf>,
+    /// Bound of the on-disk outbox (bytes of pending alerts).
+    #[serde(default = "default_outbox_max_bytes")]
+    pub outbox_max_bytes: u64,
+    /// An alert nobody answered within this many seconds is re-published
+    /// with its `escalation` counter incremented; 0 turns escalation off.
+    #[serde(default = "default_ack_timeout")]
+    pub ack_timeout_secs: u32,
+}
+
+/// The state directory when neither `state_dir` nor `$STATE_DIRECTORY` is set.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/thermalert";
+
+fn default_outbox_max_bytes() -> u64 {
+    1024 * 1024
+}
+
+fn default_ack_timeout() -> u32 {
+    300
 }
 
 fn default_prefix() -> String {
@@ -418,6 +439,7 @@ impl Config {
     fn resolve_paths(&mut self, base: &Path) {
         let m = &mut self.mqtt;
         for p in [
+            self.state_dir.as_mut(),
             Some(&mut m.ca_file),
             m.client_cert.as_mut(),
             m.client_key.as_mut(),
@@ -430,6 +452,22 @@ impl Config {
                 *p = base.join(&*p);
             }
         }
+    }
+
+    /// The state directory: `state_dir`, else systemd's `$STATE_DIRECTORY`
+    /// (its first entry), else [`DEFAULT_STATE_DIR`].
+    pub fn state_dir(&self) -> PathBuf {
+        if let Some(d) = &self.state_dir {
+            return d.clone();
+        }
+        std::env::var_os("STATE_DIRECTORY")
+            .and_then(|v| {
+                v.to_str()
+                    .and_then(|s| s.split(':').next())
+                    .filter(|s| !s.is_empty())
+                    .map(PathBuf::from)
+            })
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR))
     }
 
     pub fn client_id(&self) -> String {
@@ -474,6 +512,12 @@ impl Config {
             return Err(problem(
                 vec![Key("topic_prefix")],
                 "must be non-empty, without '+', '#' or a leading/trailing '/'",
+            ));
+        }
+        if self.outbox_max_bytes < 4096 {
+            return Err(problem(
+                vec![Key("outbox_max_bytes")],
+                format!("{} is too small: at least 4096", self.outbox_max_bytes),
             ));
         }
         let m = &self.mqtt;

@@ -1,7 +1,7 @@
 //! `thermalertd`: CLI -> logging -> config -> sensor thread + MQTT link ->
 //! alerts -> clean shutdown.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -19,10 +19,12 @@ use tokio_util::sync::CancellationToken;
 use crate::alert::{self, AlertLevel, Level, SensorAlarm};
 use crate::backoff::Backoff;
 use crate::config::{self, Config};
+use crate::escalation::Escalator;
 use crate::mqtt::conn::{self, Endpoint, Link};
 use crate::mqtt::payload::{self, Ack, Alert, Reading, Status};
 use crate::mqtt::topics::Topics;
 use crate::mqtt::{tls, CONTENT_TYPE_JSON};
+use crate::outbox::{Item, Outbox};
 use crate::sensor::{self, Sample};
 use crate::systemd::{Heartbeat, Notify, StatusInfo};
 use crate::timefmt;
@@ -183,32 +185,6 @@ struct Sweep {
     samples: Vec<Sample>,
 }
 
-/// Something waiting to be published at QoS 2, in order.
-#[derive(Debug, Clone)]
-enum Outgoing {
-    Alert {
-        alert: Alert,
-        raised: Instant,
-    },
-    /// A sensor's retained CRITICAL published again, with a fresh expiry,
-    /// so that the retained state outlives the alert's message expiry.
-    RefreshRetained {
-        alert: Alert,
-    },
-    /// An empty retained message that clears a sensor's retained CRITICAL.
-    ClearRetained {
-        sensor: String,
-    },
-}
-
-struct Outbox {
-    /// Not yet handed to the client.
-    queue: VecDeque<(u64, Outgoing)>,
-    /// Handed to the client, waiting for the QoS 2 handshake to complete.
-    handed: HashMap<u64, Outgoing>,
-    next_seq: u64,
-}
-
 /// Most entries handed to the MQTT client at once; the rest wait in the
 /// outbox, so a long outage cannot block the sensor loop.
 const MAX_HANDED: usize = 64;
@@ -225,12 +201,17 @@ struct Daemon {
     topics: Topics,
     client: AsyncClient,
     alarms: Vec<SensorAlarm>,
+    /// Alerts not yet confirmed by PUBCOMP, mirrored on disk.
     outbox: Outbox,
+    escalator: Escalator,
     /// Correlation data -> alert, until the alert expires.
     awaiting: HashMap<Bytes, Awaiting>,
     connected: bool,
     /// The last alert raised, for the systemd status line.
     last_alert: Option<Alert>,
+    /// Whether the first sweep has been judged (then stale retained
+    /// CRITICALs from an earlier run are cleared).
+    swept_once: bool,
     /// Sensors now CRITICAL: their retained alert and when it was last
     /// published, to refresh it before its message expiry removes it.
     critical: HashMap<String, (Alert, Instant)>,
@@ -320,14 +301,12 @@ pub async fn run(cfg: Config, endpoint: Endpoint, config_path: &Path) -> anyhow:
             .collect(),
         topics,
         client,
-        outbox: Outbox {
-            queue: VecDeque::new(),
-            handed: HashMap::new(),
-            next_seq: 0,
-        },
+        outbox: Outbox::open(&cfg.state_dir(), cfg.outbox_max_bytes),
+        escalator: Escalator::new(Some(Duration::from_secs(u64::from(cfg.ack_timeout_secs)))),
         awaiting: HashMap::new(),
         connected: false,
         last_alert: None,
+        swept_once: false,
         critical: HashMap::new(),
         hold_until: None,
         done_tx,
@@ -347,7 +326,7 @@ pub async fn run(cfg: Config, endpoint: Endpoint, config_path: &Path) -> anyhow:
     let mut sighup = signal(SignalKind::hangup())?;
     // Often enough to refresh retained CRITICALs well within their expiry.
     let tick_ms = (u64::from(d.cfg.mqtt.alert_expiry_secs) * 1000 / 4).clamp(250, 5000);
-    let mut housekeeping = tokio::time::interval(Duration::from_millis(tick_ms));
+    let mut housekeeping = tokio::time::interval(Duration::from_millis(tick_ms.min(1000)));
     let mut watchdog = notify.watchdog_interval().map(tokio::time::interval);
     notify.ready(|| d.status_info());
     loop {
@@ -508,11 +487,10 @@ impl Daemon {
                     message: alert::message(sc.display_name(), &dec),
                     escalation: 0,
                 };
-                crate::logging::alert(&alert);
                 self.last_alert = Some(alert.clone());
                 if dec.previous == Level::Critical && dec.state != Level::Critical {
                     self.critical.remove(&sc.id);
-                    self.enqueue(Outgoing::ClearRetained {
+                    self.outbox.push(Item::ClearRetained {
                         sensor: sc.id.clone(),
                     });
                 }
@@ -520,10 +498,28 @@ impl Daemon {
                     self.critical
                         .insert(sc.id.clone(), (alert.clone(), Instant::now()));
                 }
-                self.enqueue(Outgoing::Alert {
-                    alert,
-                    raised: Instant::now(),
+                // Logged once stored: the line means it is in the outbox.
+                self.outbox.push(Item::Alert {
+                    alert: alert.clone(),
                 });
+                crate::logging::alert(&alert);
+            }
+        }
+        if !self.swept_once {
+            // A previous run may have left a retained CRITICAL for a sensor
+            // that is no longer critical (it recovered while the daemon was
+            // down): this process is the truth for its sensors, so clear
+            // every retained alert it does not stand behind.
+            self.swept_once = true;
+            let stale: Vec<String> = self
+                .cfg
+                .sensor
+                .iter()
+                .filter(|s| !self.critical.contains_key(&s.id))
+                .map(|s| s.id.clone())
+                .collect();
+            for sensor in stale {
+                self.outbox.push(Item::ClearRetained { sensor });
             }
         }
         self.pump();
@@ -549,7 +545,7 @@ impl Daemon {
         }
         for sensor in &a.removed_critical {
             self.critical.remove(sensor);
-            self.enqueue(Outgoing::ClearRetained {
+            self.outbox.push(Item::ClearRetained {
                 sensor: sensor.clone(),
             });
         }
@@ -566,28 +562,24 @@ impl Daemon {
         self.pump();
     }
 
-    fn enqueue(&mut self, o: Outgoing) {
-        let seq = self.outbox.next_seq;
-        self.outbox.next_seq += 1;
-        self.outbox.queue.push_back((seq, o));
-    }
-
     /// Hands queued entries to the client while connected, in order.
     fn pump(&mut self) {
         if self.hold_until.is_some_and(|t| Instant::now() < t) {
             return;
         }
-        while self.connected && self.outbox.handed.len() < MAX_HANDED {
-            let Some((seq, o)) = self.outbox.queue.pop_front() else {
+        while self.connected && self.outbox.in_flight() < MAX_HANDED {
+            let Some(entry) = self.outbox.pop() else {
                 return;
             };
-            let (topic, body, opts) = match &o {
-                Outgoing::ClearRetained { sensor } => (
+            let (topic, body, opts) = match &entry.item {
+                Item::ClearRetained { sensor } => (
                     self.topics.alert(sensor),
                     Vec::new(),
                     PublishOptions::new(QoS::ExactlyOnce).retain(true),
                 ),
-                Outgoing::RefreshRetained { alert } => {
+                Item::RefreshRetained { alert } => {
+                    // Not escalated: the alert itself was handed and
+                    // tracked when first published.
                     let (props, corr) = self.alert_props(alert, self.cfg.mqtt.alert_expiry_secs);
                     self.awaiting.insert(
                         corr,
@@ -605,8 +597,8 @@ impl Daemon {
                             .properties(props),
                     )
                 }
-                Outgoing::Alert { alert, raised } => {
-                    let waited = raised.elapsed().as_secs();
+                Item::Alert { alert } => {
+                    let waited = entry.waited().as_secs();
                     let expiry = u64::from(self.cfg.mqtt.alert_expiry_secs).saturating_sub(waited);
                     if expiry == 0 {
                         log::error!(
@@ -615,13 +607,15 @@ impl Daemon {
                             alert.level,
                             alert.name
                         );
+                        self.outbox.finish(&entry);
                         continue;
                     }
+                    self.escalator.handed(alert);
                     let (props, corr) =
                         self.alert_props(alert, u32::try_from(expiry).unwrap_or(u32::MAX));
                     self.awaiting.entry(corr).or_insert_with(|| Awaiting {
                         id: alert.id.clone(),
-                        raised: *raised,
+                        raised: entry.since,
                         answers: 0,
                     });
                     (
@@ -635,13 +629,13 @@ impl Daemon {
             };
             match self.client.try_publish_tracked(topic, body, opts) {
                 Ok(notice) => {
-                    self.outbox.handed.insert(seq, o);
                     let tx = self.done_tx.clone();
-                    tokio::spawn(wait_notice(seq, notice, tx));
+                    tokio::spawn(wait_notice(entry.seq, notice, tx));
+                    self.outbox.handed(entry);
                 }
                 Err(e) => {
                     log::debug!("client queue full ({e}); will retry");
-                    self.outbox.queue.push_front((seq, o));
+                    self.outbox.unpop(entry);
                     return;
                 }
             }
@@ -658,44 +652,41 @@ impl Daemon {
     }
 
     fn on_done(&mut self, seq: u64, res: Result<PublishResult, PublishNoticeError>) {
-        let Some(o) = self.outbox.handed.remove(&seq) else {
+        let Some(entry) = self.outbox.take_handed(seq) else {
             return;
         };
-        let what = match &o {
-            Outgoing::Alert { alert, .. } => {
-                format!("alert {} ({} {})", alert.id, alert.level, alert.name)
-            }
-            Outgoing::ClearRetained { sensor } => format!("retained CRITICAL clear for {sensor}"),
-            Outgoing::RefreshRetained { alert } => {
-                format!("retained CRITICAL refresh of {}", alert.id)
-            }
-        };
+        let what = entry.item.describe();
         match res {
             Ok(PublishResult::Qos2Completed(_)) => {
-                log::debug!("{what}: delivered to the broker (PUBCOMP)")
+                log::debug!("{what}: delivered to the broker (PUBCOMP)");
+                if let Item::Alert { alert } = &entry.item {
+                    self.escalator.delivered(alert, Instant::now());
+                }
+                self.outbox.finish(&entry);
             }
             Ok(PublishResult::Qos2PubRecRejected(rec)) => {
                 log::error!(
                     "{what}: the broker refused it ({:?}); will retry",
                     rec.reason
                 );
-                self.retry_later(seq, o);
+                self.retry_later(entry);
             }
-            Ok(other) => log::debug!("{what}: {other:?}"),
+            Ok(other) => {
+                log::debug!("{what}: {other:?}");
+                self.outbox.finish(&entry);
+            }
             Err(e) => {
                 log::warn!("{what}: {e}; publishing it again");
-                self.outbox.queue.push_front((seq, o));
-                self.outbox.queue.make_contiguous().sort_by_key(|(s, _)| *s);
+                self.outbox.requeue(entry);
             }
         }
         self.pump();
     }
 
-    fn retry_later(&mut self, seq: u64, o: Outgoing) {
+    fn retry_later(&mut self, entry: crate::outbox::Entry) {
         // A refusal (quota, ACL) may clear: keep the entry, in order, and
         // hold the outbox a while instead of hammering the broker.
-        self.outbox.queue.push_back((seq, o));
-        self.outbox.queue.make_contiguous().sort_by_key(|(s, _)| *s);
+        self.outbox.requeue(entry);
         self.hold_until = Some(Instant::now() + Duration::from_secs(5));
     }
 
@@ -756,6 +747,7 @@ impl Daemon {
             log::warn!("ignoring an answer on {topic} without CorrelationData");
             return;
         };
+        self.escalator.answered(&String::from_utf8_lossy(&corr));
         let Some(w) = self.awaiting.get_mut(&corr) else {
             log::warn!(
                 "ignoring an answer that matches no alert (correlation {:?})",
@@ -818,7 +810,7 @@ impl Daemon {
                 alert.id,
                 alert.name
             );
-            self.enqueue(Outgoing::RefreshRetained { alert });
+            self.outbox.push(Item::RefreshRetained { alert });
         }
         let keep = Duration::from_secs(u64::from(self.cfg.mqtt.alert_expiry_secs) * 2);
         self.awaiting.retain(|_, w| {
@@ -828,6 +820,16 @@ impl Daemon {
             }
             alive
         });
+        for alert in self.escalator.due(Instant::now()) {
+            log::error!(
+                "ESCALATION {} of alert {} ({} {}): no notifier answered; publishing it again",
+                alert.escalation,
+                alert.id,
+                alert.level,
+                alert.name
+            );
+            self.outbox.push(Item::Alert { alert });
+        }
         if !self.connected {
             return;
         }
@@ -841,16 +843,18 @@ impl Daemon {
     ) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
         // Let alerts already queued reach the broker first.
-        while self.connected && !(self.outbox.queue.is_empty() && self.outbox.handed.is_empty()) {
+        while self.connected && self.outbox.queued() + self.outbox.in_flight() > 0 {
             tokio::select! {
                 Some((seq, res)) = done_rx.recv() => self.on_done(seq, res),
                 Some(link) = link_rx.recv() => self.on_link(link).await,
                 () = tokio::time::sleep_until(deadline) => break,
             }
         }
-        let pending = self.outbox.queue.len() + self.outbox.handed.len();
+        let pending = self.outbox.queued() + self.outbox.in_flight();
         if pending > 0 {
-            log::warn!("{pending} alert(s) not yet delivered to the broker at shutdown");
+            log::warn!(
+                "{pending} alert(s) not yet delivered to the broker at shutdown; kept in the outbox"
+            );
         }
         if self.connected {
             let opts = PublishOptions::new(QoS::AtLeastOnce)

@@ -16,16 +16,23 @@
 //! - [`systemd`]: sd_notify (`READY`, `STATUS`, `WATCHDOG`, `RELOADING`,
 //!   `STOPPING`) and the watchdog's heartbeats.
 //! - [`reload`]: what a SIGHUP applies, and what waits for a restart.
+//! - [`outbox`]: the daemon's crash-safe outbox (an append-only log in the
+//!   state directory).
+//! - [`escalation`]: re-publishing alerts nobody answered.
+//! - [`seen`]: the notifier's persistent memory of the alert ids it showed.
 
 pub mod alert;
 pub mod backoff;
 pub mod config;
 pub mod daemon;
+pub mod escalation;
 pub mod logging;
 pub mod mqtt;
 pub mod notifier;
 pub mod onewire;
+pub mod outbox;
 pub mod reload;
+pub mod seen;
 pub mod sensor;
 pub mod systemd;
 pub mod timefmt;

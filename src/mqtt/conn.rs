@@ -78,7 +78,11 @@ pub fn explain(e: &ConnectionError) -> String {
                 format!("TLS: the broker's certificate is not signed by the CA in ca_file ({text})")
             } else if text.contains("NotValidForName") || text.contains("not valid for name") {
                 format!("TLS: the broker's certificate is not valid for this host name; its SAN must list the host you connect to ({text})")
-            } else if text.contains("Expired") || text.contains("NotValidYet") {
+            } else if text.contains("Expired")
+                || text.contains("NotValidYet")
+                || text.contains("certificate expired")
+                || text.contains("not valid yet")
+            {
                 format!("TLS: the broker's certificate is expired or not yet valid ({text})")
             } else if text.contains("CorruptMessage") || text.contains("InvalidContentType") || text.contains("received corrupt message") {
                 format!("TLS: the server did not answer with TLS (a plaintext listener?) ({text})")
