@@ -39,7 +39,7 @@ pub enum ConfigError {
     },
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The gateway's name: the second level of every topic, and by
@@ -55,13 +55,34 @@ pub struct Config {
     /// `[homeassistant]`: MQTT discovery (off by default).
     #[serde(default)]
     pub homeassistant: crate::homeassistant::HomeAssistantConfig,
+    /// Where the outbox lives; default `$STATE_DIRECTORY` (systemd's
+    /// `StateDirectory=`) or [`DEFAULT_STATE_DIR`].
+    pub state_dir: Option<PathBuf>,
+    /// Bound of the on-disk outbox (bytes of pending alerts).
+    #[serde(default = "default_outbox_max_bytes")]
+    pub outbox_max_bytes: u64,
+    /// An alert nobody answered within this many seconds is re-published
+    /// with its `escalation` counter incremented; 0 turns escalation off.
+    #[serde(default = "default_ack_timeout")]
+    pub ack_timeout_secs: u32,
+}
+
+/// The state directory when neither `state_dir` nor `$STATE_DIRECTORY` is set.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/thermalert";
+
+fn default_outbox_max_bytes() -> u64 {
+    1024 * 1024
+}
+
+fn default_ack_timeout() -> u32 {
+    300
 }
 
 fn default_prefix() -> String {
     "thermalert".into()
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttConfig {
     pub host: String,
@@ -150,7 +171,7 @@ pub enum Backend {
     Gpio,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SensorsConfig {
     pub backend: Backend,
@@ -176,7 +197,7 @@ pub struct SensorsConfig {
 }
 
 /// Thresholds for unconfigured sensors (`monitor_unconfigured = true`).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DefaultThresholds {
     pub warning_above: Option<f64>,
@@ -204,7 +225,7 @@ impl DefaultThresholds {
 }
 
 /// Where the kernel's w1 devices are and how to read them.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct W1Config {
     #[serde(default = "default_w1_root")]
@@ -228,7 +249,7 @@ fn default_w1_root() -> PathBuf {
 }
 
 /// The 1-Wire data pin for the bit-banging backend.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GpioConfig {
     /// How the pin is driven: `rppal` (Raspberry Pi, /dev/gpiomem) or
@@ -284,7 +305,7 @@ fn default_fault_after() -> u32 {
     3
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SensorConfig {
     /// The sensor's ROM id as the kernel names it, e.g. `28-0316a2791dff`.
@@ -324,7 +345,7 @@ impl SensorConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SimConfig {
     /// `[seconds since start, celsius]`: the temperature steps to that value at that time.
@@ -337,7 +358,7 @@ pub struct SimConfig {
     pub faults: Vec<SimFault>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SimFault {
     pub from: f64,
@@ -354,6 +375,9 @@ pub enum SimFaultKind {
     Crc,
     /// The sensor lost power: it reads the 85.000 C power-on value.
     PowerOnReset,
+    /// For tests: a sweep that starts in the window blocks until it ends
+    /// (a hung bus), so the sensor loop stops making progress.
+    Stall,
 }
 
 /// One step of a key path, for locating a key's line in the source.
@@ -418,6 +442,7 @@ impl Config {
     fn resolve_paths(&mut self, base: &Path) {
         let m = &mut self.mqtt;
         for p in [
+            self.state_dir.as_mut(),
             Some(&mut m.ca_file),
             m.client_cert.as_mut(),
             m.client_key.as_mut(),
@@ -430,6 +455,22 @@ impl Config {
                 *p = base.join(&*p);
             }
         }
+    }
+
+    /// The state directory: `state_dir`, else systemd's `$STATE_DIRECTORY`
+    /// (its first entry), else [`DEFAULT_STATE_DIR`].
+    pub fn state_dir(&self) -> PathBuf {
+        if let Some(d) = &self.state_dir {
+            return d.clone();
+        }
+        std::env::var_os("STATE_DIRECTORY")
+            .and_then(|v| {
+                v.to_str()
+                    .and_then(|s| s.split(':').next())
+                    .filter(|s| !s.is_empty())
+                    .map(PathBuf::from)
+            })
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR))
     }
 
     pub fn client_id(&self) -> String {
@@ -474,6 +515,12 @@ impl Config {
             return Err(problem(
                 vec![Key("topic_prefix")],
                 "must be non-empty, without '+', '#' or a leading/trailing '/'",
+            ));
+        }
+        if self.outbox_max_bytes < 4096 {
+            return Err(problem(
+                vec![Key("outbox_max_bytes")],
+                format!("{} is too small: at least 4096", self.outbox_max_bytes),
             ));
         }
         let m = &self.mqtt;

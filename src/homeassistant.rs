@@ -32,7 +32,7 @@ use crate::config::Config;
 use crate::mqtt::topics::Topics;
 
 /// `[homeassistant]` in the daemon's configuration.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HomeAssistantConfig {
     /// Publish discovery configs.

@@ -11,7 +11,6 @@
 //!   payloads), TLS set-up and the connection supervisor.
 //! - [`daemon`] / [`notifier`]: the two programs; `src/bin/*` only call
 //!   their `main()`.
-//! - [`logging`]: stderr logging with levels.
 //! - [`filter`], [`watch`], [`channels`], [`notifier_status`]: the
 //!   notifier's `--filter`, its watchers of the alerting path, its
 //!   desktop and `--exec` channels, and `thermalert-notifier status`.
@@ -19,6 +18,15 @@
 //! - [`drill`]: `thermalertd drill`, a TEST alert end to end.
 //! - [`homeassistant`]: Home Assistant MQTT discovery payloads and the
 //!   exchange that publishes and removes them.
+//! - [`logging`]: the journal (native protocol, one entry per alert with
+//!   its priority and fields) under systemd, stderr otherwise.
+//! - [`systemd`]: sd_notify (`READY`, `STATUS`, `WATCHDOG`, `RELOADING`,
+//!   `STOPPING`) and the watchdog's heartbeats.
+//! - [`reload`]: what a SIGHUP applies, and what waits for a restart.
+//! - [`outbox`]: the daemon's crash-safe outbox (an append-only log in the
+//!   state directory).
+//! - [`escalation`]: re-publishing alerts nobody answered.
+//! - [`seen`]: the notifier's persistent memory of the alert ids it showed.
 
 pub mod alert;
 pub mod backoff;
@@ -27,6 +35,7 @@ pub mod channels;
 pub mod config;
 pub mod daemon;
 pub mod drill;
+pub mod escalation;
 pub mod filter;
 pub mod homeassistant;
 pub mod logging;
@@ -34,7 +43,11 @@ pub mod mqtt;
 pub mod notifier;
 pub mod notifier_status;
 pub mod onewire;
+pub mod outbox;
+pub mod reload;
+pub mod seen;
 pub mod sensor;
+pub mod systemd;
 pub mod timefmt;
 pub mod watch;
 

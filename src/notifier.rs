@@ -6,7 +6,7 @@
 //! its ResponseTopic with its CorrelationData, and never shows the same
 //! alert id twice.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -311,42 +311,10 @@ pub fn main() -> i32 {
     }
 }
 
-/// Remembers the last `cap` alert ids, to show each alert once.
-pub struct Seen {
-    set: HashSet<String>,
-    order: VecDeque<String>,
-    cap: usize,
-}
+pub use crate::seen::Seen;
 
-impl Seen {
-    pub fn new(cap: usize) -> Self {
-        Self {
-            set: HashSet::new(),
-            order: VecDeque::new(),
-            cap,
-        }
-    }
-
-    /// Whether `id` was offered (and not yet forgotten).
-    pub fn contains(&self, id: &str) -> bool {
-        self.set.contains(id)
-    }
-
-    /// True the first time `id` is offered.
-    pub fn first(&mut self, id: &str) -> bool {
-        if self.set.contains(id) {
-            return false;
-        }
-        self.set.insert(id.to_string());
-        self.order.push_back(id.to_string());
-        while self.order.len() > self.cap {
-            if let Some(old) = self.order.pop_front() {
-                self.set.remove(&old);
-            }
-        }
-        true
-    }
-}
+/// Alert ids remembered to show each alert once.
+const SEEN_CAP: usize = 10_000;
 
 struct Notifier {
     settings: Settings,
@@ -408,9 +376,8 @@ pub async fn run_with(
     ));
     let (hook_tx, mut hook_rx) = mpsc::unbounded_channel();
     let mut n = Notifier {
-        settings,
         client,
-        seen: Seen::new(100_000),
+        seen: Seen::open(&settings.state_dir, SEEN_CAP),
         statuses: HashMap::new(),
         watch: crate::watch::Watch::new(channels.watch),
         channels,
@@ -418,6 +385,7 @@ pub async fn run_with(
         hook_results: HashMap::new(),
         hook_tx,
         answered_elsewhere: Seen::new(100_000),
+        settings,
     };
     // Not connected yet: the broker grace period runs from the start.
     n.watch.on_link_down(std::time::Instant::now());
@@ -565,21 +533,26 @@ impl Notifier {
             );
             return;
         }
-        if self.answered_elsewhere.contains(&a.id) && !self.seen.contains(&a.id) {
+        let first = self.seen.is_new(&a.id, a.escalation);
+        if first && !self.answered_elsewhere.is_new(&a.id, a.escalation) {
             log::info!(
                 "alert {} already answered by another notifier of the share group; not shown",
                 a.id
             );
             return;
         }
-        let first = self.seen.first(&a.id);
         if first {
             self.show_alert(&a, p.retain, "alert");
+            self.seen.record(&a.id, a.escalation);
             if let Some(d) = &self.channels.desktop {
                 d.show(&a);
             }
         } else {
-            log::debug!("alert {} seen before; answering again", a.id);
+            log::debug!(
+                "alert {} (escalation {}) seen before; answering again",
+                a.id,
+                a.escalation
+            );
         }
         let props = p.properties.as_ref();
         let Some(response_topic) = props.and_then(|pr| pr.response_topic.clone()) else {
@@ -595,7 +568,8 @@ impl Notifier {
                 // Its hook answers when it ends.
                 return;
             }
-            match self.hook_results.get(&a.id) {
+            // A new alert, or an escalation of one, runs the hook (again).
+            match self.hook_results.get(&a.id).filter(|_| !first) {
                 Some(status) => *status,
                 None => {
                     // Off the MQTT loop; answered from on_hook_done.
@@ -777,21 +751,5 @@ impl Notifier {
                 s.reason.map(|r| format!(" ({r})")).unwrap_or_default()
             );
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn seen_reports_each_id_once_and_forgets_the_oldest() {
-        let mut s = Seen::new(2);
-        assert!(s.first("a"));
-        assert!(!s.first("a"));
-        assert!(s.first("b"));
-        assert!(s.first("c"));
-        assert!(s.first("a"), "oldest forgotten past the capacity");
-        assert!(!s.first("c"));
     }
 }

@@ -333,6 +333,36 @@ fn f4_retained_critical_outlives_its_message_expiry() {
     );
 }
 
+#[test]
+fn f4_a_restarted_daemon_clears_a_stale_retained_critical() {
+    let t = tmp();
+    let broker = Broker::start(&t.path().join("b"));
+    let live = broker.observe(&["thermalert/gw1/alerts/+"]);
+    let mut cfg = GwConfig::new(&broker, "gw1");
+    cfg.sensors = sensor("28-00000000000a", "freezer", HOT, "[[0.0, 45.0]]");
+    let mut d = daemon_env(&cfg.write(t.path()), &[("THERMALERT_LOG", "debug")]);
+    live.out.wait("critical", |l| l.contains("CRITICAL"));
+    d.err.wait_contains("delivered to the broker (PUBCOMP)");
+    d.signal("KILL");
+    d.wait_exit(WAIT);
+    // It recovered while the daemon was down: no new alert, but the
+    // retained CRITICAL must not outlive the truth.
+    cfg.sensors = sensor("28-00000000000a", "freezer", HOT, "[[0.0, 20.0]]");
+    let _d = daemon(&cfg.write(t.path()));
+    live.out.wait("retained cleared", |l| {
+        l.starts_with("MSG|thermalert/gw1/alerts/28-00000000000a|") && l.ends_with('|')
+    });
+    let late = broker.observe(&["thermalert/gw1/alerts/+", "test/sync/#"]);
+    broker.sync(&late, "late");
+    assert_eq!(
+        seen(&late)
+            .iter()
+            .filter(|s| s.topic.contains("/alerts/"))
+            .count(),
+        0
+    );
+}
+
 // 5. Last Will ------------------------------------------------------------------
 
 #[test]

@@ -78,7 +78,11 @@ pub fn explain(e: &ConnectionError) -> String {
                 format!("TLS: the broker's certificate is not signed by the CA in ca_file ({text})")
             } else if text.contains("NotValidForName") || text.contains("not valid for name") {
                 format!("TLS: the broker's certificate is not valid for this host name; its SAN must list the host you connect to ({text})")
-            } else if text.contains("Expired") || text.contains("NotValidYet") {
+            } else if text.contains("Expired")
+                || text.contains("NotValidYet")
+                || text.contains("certificate expired")
+                || text.contains("not valid yet")
+            {
                 format!("TLS: the broker's certificate is expired or not yet valid ({text})")
             } else if text.contains("CorruptMessage") || text.contains("InvalidContentType") || text.contains("received corrupt message") {
                 format!("TLS: the server did not answer with TLS (a plaintext listener?) ({text})")
@@ -179,14 +183,38 @@ pub enum Link {
 /// reconnects by itself), and ends once a DISCONNECT has been sent or
 /// `stop` fires while disconnected.
 pub async fn drive(
+    eventloop: rumqttc::EventLoop,
+    tx: tokio::sync::mpsc::Sender<Link>,
+    backoff: crate::backoff::Backoff,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    drive_with_heartbeat(eventloop, tx, backoff, stop, None).await;
+}
+
+/// [`drive`], promising on `beat` when it will report next (for the
+/// systemd watchdog): connected, within 1.5 x keep-alive (a PINGREQ is due
+/// by then); connecting, within the connect timeout; backing off, when the
+/// delay ends.
+pub async fn drive_with_heartbeat(
     mut eventloop: rumqttc::EventLoop,
     tx: tokio::sync::mpsc::Sender<Link>,
     mut backoff: crate::backoff::Backoff,
     stop: tokio_util::sync::CancellationToken,
+    beat: Option<Arc<crate::systemd::Heartbeat>>,
 ) {
     use rumqttc::{Event, Incoming, Outgoing};
     let mut state = ConnLog::default();
+    let promise = |within: Duration| {
+        if let Some(b) = &beat {
+            b.due_by(std::time::Instant::now() + within);
+        }
+    };
     loop {
+        promise(if state.is_connected() {
+            eventloop.options.keep_alive().mul_f32(1.5)
+        } else {
+            eventloop.options.connect_timeout()
+        });
         let polled = tokio::select! {
             p = eventloop.poll() => p,
             () = stop.cancelled(), if !state.is_connected() => return,
@@ -238,6 +266,7 @@ pub async fn drive(
                 if was_connected {
                     let _ = tx.send(Link::Down).await;
                 }
+                promise(delay);
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}
                     () = stop.cancelled() => return,

@@ -428,6 +428,10 @@ where
         self.sweep_roms(ids)
     }
 
+    fn reconfigure(&mut self, cfg: &Config) {
+        configure(self, cfg);
+    }
+
     fn discover(&mut self) -> Result<Vec<String>, BackendError> {
         let roms = self
             .search()

@@ -40,6 +40,10 @@ pub trait Backend: Send {
     /// does internally) and returns one sample per id, in order.
     fn sweep(&mut self, ids: &[String]) -> Vec<Sample>;
 
+    /// Takes a reloaded configuration's sensors (new sensors' settings,
+    /// scripts); the backend itself (its kind, bus, pin) stays.
+    fn reconfigure(&mut self, _cfg: &Config) {}
+
     /// Lists every sensor the backend can find, with a reading each.
     fn scan(&mut self) -> Result<Vec<Found>, BackendError>;
 
@@ -117,6 +121,14 @@ impl Backend for Reopening {
                     read: Err(ReadFault::Io(self.reason.clone())),
                 })
                 .collect(),
+        }
+    }
+
+    fn reconfigure(&mut self, cfg: &Config) {
+        // A later reopen uses the reloaded sensors too.
+        self.cfg = cfg.clone();
+        if let Some(b) = &mut self.inner {
+            b.reconfigure(cfg);
         }
     }
 
