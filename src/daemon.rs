@@ -363,6 +363,7 @@ pub async fn run(cfg: Config, endpoint: Endpoint, config_path: &Path) -> anyhow:
             _ = sighup.recv() => {
                 notify.reloading();
                 d.reload(config_path, &sensors_ctl);
+                d.homeassistant_after_reload().await;
                 notify.ready(|| d.status_info());
             }
             Some(sweep) = sweep_rx.recv() => d.on_sweep(sweep).await,
@@ -614,6 +615,22 @@ impl Daemon {
         self.cfg = a.cfg;
         self.alarms = a.alarms;
         self.pump();
+    }
+
+    /// After a reload, Home Assistant discovery follows the new sensors:
+    /// the exchange runs again (new entities published, removed ones
+    /// cleared).
+    async fn homeassistant_after_reload(&mut self) {
+        if !self.cfg.homeassistant.enabled {
+            self.ha = None;
+            return;
+        }
+        let ha = self.ha.insert(crate::homeassistant::Discoverer::new(
+            crate::homeassistant::Discovery::new(&self.cfg),
+        ));
+        if self.connected {
+            ha.connected(&self.client, false).await;
+        }
     }
 
     /// Hands queued entries to the client while connected, in order.

@@ -425,19 +425,42 @@ pub async fn execute(client: &AsyncClient, action: Action) {
             }
             let removed = publish.iter().filter(|p| p.payload.is_empty()).count();
             let total = publish.len();
+            let mut notices = Vec::with_capacity(total);
             for p in publish {
                 if p.payload.is_empty() {
                     log::info!("home assistant discovery: removing {}", p.topic);
                 }
                 let opts = PublishOptions::new(QoS::AtLeastOnce).retain(true);
-                if let Err(e) = client.publish(p.topic.clone(), p.payload, opts).await {
-                    log::error!("home assistant discovery: cannot publish {}: {e}", p.topic);
+                match client
+                    .publish_tracked(p.topic.clone(), p.payload, opts)
+                    .await
+                {
+                    Ok(n) => notices.push(n),
+                    Err(e) => {
+                        log::error!("home assistant discovery: cannot publish {}: {e}", p.topic)
+                    }
                 }
             }
-            log::info!(
-                "home assistant discovery: published {} config(s), removed {removed} stale one(s)",
-                total - removed
-            );
+            // Logged once the broker has taken every one of them (PUBACK).
+            tokio::spawn(async move {
+                let mut failed = total - notices.len();
+                for n in notices {
+                    if let Err(e) = n.wait_async().await {
+                        log::warn!("home assistant discovery: a config was not confirmed: {e}");
+                        failed += 1;
+                    }
+                }
+                if failed == 0 {
+                    log::info!(
+                        "home assistant discovery: published {} config(s), removed {removed} stale one(s)",
+                        total - removed
+                    );
+                } else {
+                    log::warn!(
+                        "home assistant discovery: {failed} of {total} config(s) not confirmed; retried at the next session"
+                    );
+                }
+            });
         }
     }
 }

@@ -141,3 +141,21 @@ fn discovery_is_off_unless_enabled() {
     broker.sync(&obs, "off");
     assert_eq!(obs.out.count(|l| l.contains("MSG|homeassistant/")), 0);
 }
+
+#[test]
+fn a_reload_follows_the_new_sensors() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(&t.path().join("b"));
+    let dir = t.path().join("c");
+    let d = daemon(&config(&broker, &dir, true));
+    d.err
+        .wait_contains("home assistant discovery: published 4 config(s), removed 0");
+    // Same file, now without the second sensor.
+    config(&broker, &dir, false);
+    d.signal("HUP");
+    d.err
+        .wait_contains("home assistant discovery: published 2 config(s), removed 2");
+    let all = retained(&broker, "reloaded");
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert!(all.iter().all(|s| s.topic.contains(S1)), "{all:?}");
+}
