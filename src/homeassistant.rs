@@ -101,7 +101,7 @@ pub struct Discovery {
     topics: Topics,
     /// Sensor id and display name, in config order.
     sensors: Vec<(String, String)>,
-    reading_expiry_secs: u32,
+    expire_after_secs: u64,
 }
 
 impl Discovery {
@@ -115,7 +115,10 @@ impl Discovery {
                 .iter()
                 .map(|s| (s.id.clone(), s.display_name().to_string()))
                 .collect(),
-            reading_expiry_secs: cfg.mqtt.reading_expiry_secs,
+            // Unavailable once readings stop: after their expiry, or three
+            // poll intervals when polling is slower than that.
+            expire_after_secs: u64::from(cfg.mqtt.reading_expiry_secs)
+                .max((cfg.sensors.poll_interval_ms * 3).div_ceil(1000)),
         }
     }
 
@@ -190,7 +193,7 @@ impl Discovery {
             "unit_of_measurement": "°C",
             "device_class": "temperature",
             "state_class": "measurement",
-            "expire_after": self.reading_expiry_secs,
+            "expire_after": self.expire_after_secs,
             "availability": self.availability(),
             "device": self.device(),
             "origin": Self::origin(),
@@ -502,6 +505,7 @@ mod tests {
         assert_eq!(c["unit_of_measurement"], "°C");
         assert_eq!(c["device_class"], "temperature");
         assert_eq!(c["state_class"], "measurement");
+        assert_eq!(c["expire_after"], 60, "the reading expiry");
         let a = &c["availability"][0];
         assert_eq!(a["topic"], "thermalert/gw1/status");
         assert_eq!(a["value_template"], "{{ value_json.state }}");

@@ -83,7 +83,8 @@ pub struct Cli {
 pub enum NotifierCommand {
     /// Print every known gateway (online or offline, since when) and every
     /// active alert from the broker's retained messages, then exit: 0 when
-    /// all is well, 1 when a gateway is offline or an alert is active.
+    /// all is well, 1 when a gateway is offline, an alert is active, or no
+    /// gateway is known.
     Status {
         /// Give up after this many seconds.
         #[arg(long, default_value_t = 10)]

@@ -21,7 +21,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use rumqttc::{AsyncClient, PublishOptions, QoS, SubscribeReasonCode};
+use rumqttc::{AsyncClient, PubAckReason, PublishOptions, PublishResult, QoS, SubscribeReasonCode};
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -70,8 +70,12 @@ pub struct Report {
 }
 
 impl Report {
+    /// All is well: some gateway is known, every one is online, and no
+    /// alert is active (an empty broker is not "all well").
     pub fn healthy(&self) -> bool {
-        self.alerts.is_empty() && self.gateways.iter().all(|g| g.state == "online")
+        !self.gateways.is_empty()
+            && self.alerts.is_empty()
+            && self.gateways.iter().all(|g| g.state == "online")
     }
 }
 
@@ -309,12 +313,28 @@ async fn collect(
     let nonce = uuid::Uuid::new_v4().to_string();
     let sentinel = match (&sync, sync_granted) {
         (Some(t), true) => {
+            // Mosquitto grants the subscription even where the ACL denies
+            // reading it; the PUBACK of the sentinel tells whether it may
+            // be published (and so read back, with the shipped ACL).
             let opts = PublishOptions::new(QoS::AtLeastOnce);
             match client
-                .publish(t.clone(), nonce.clone().into_bytes(), opts)
+                .publish_tracked(t.clone(), nonce.clone().into_bytes(), opts)
                 .await
             {
-                Ok(()) => Some(t.clone()),
+                Ok(n) => match tokio::time::timeout_at(deadline, n.wait_async()).await {
+                    Ok(Ok(PublishResult::Qos1(ack)))
+                        if matches!(
+                            ack.reason,
+                            PubAckReason::Success | PubAckReason::NoMatchingSubscribers
+                        ) =>
+                    {
+                        Some(t.clone())
+                    }
+                    other => {
+                        log::info!("status: the broker refused the sentinel ({other:?}); waiting for {QUIET:?} of quiet");
+                        None
+                    }
+                },
                 Err(e) => {
                     log::warn!("status: cannot publish the sentinel: {e}");
                     None
@@ -388,7 +408,7 @@ mod tests {
     #[test]
     fn health_needs_every_gateway_online_and_no_alert() {
         let mut r = Report::default();
-        assert!(r.healthy());
+        assert!(!r.healthy(), "no gateway known is not healthy");
         r.gateways.push(GatewayView {
             gateway: "gw1".into(),
             state: "offline".into(),

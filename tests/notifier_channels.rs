@@ -420,3 +420,20 @@ fn watchers_alarm_on_a_will_silent_readings_and_a_lost_broker() {
         "watch events are not alerts"
     );
 }
+
+#[test]
+fn status_without_a_sentinel_falls_back_to_a_bounded_quiet_period() {
+    let t = tmp();
+    let broker = Broker::start(&t.path().join("b"));
+    // Under another prefix the ACL grants no sentinel topic (nor anything
+    // else): the command must still end, and say the list may be incomplete.
+    let started = std::time::Instant::now();
+    let (code, out) = run_status(&broker, &["--topic-prefix", "elsewhere"]);
+    assert_eq!(code, Some(1), "no gateway known: {out}");
+    assert!(out.contains("no end-of-list marker"), "{out}");
+    assert!(out.contains("no gateway has published a status"), "{out}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(14),
+        "bounded by the quiet period, not the timeout"
+    );
+}
