@@ -20,9 +20,11 @@
 //!   state directory).
 //! - [`escalation`]: re-publishing alerts nobody answered.
 //! - [`seen`]: the notifier's persistent memory of the alert ids it showed.
+//! - [`clock`]: whether the wall clock is synchronised (a Pi has no RTC).
 
 pub mod alert;
 pub mod backoff;
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod escalation;

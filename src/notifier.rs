@@ -478,7 +478,7 @@ impl Notifier {
             AlertLevel::Resolved => "ok",
         };
         println!(
-            "{} {mark} {:<8} {}/{} ({}) {}{}: {}",
+            "{} {mark} {:<8} {}/{} ({}) {}{}{}: {}",
             a.ts,
             a.level.as_str(),
             a.gateway,
@@ -487,6 +487,11 @@ impl Notifier {
             a.celsius
                 .map_or_else(|| "--".to_string(), |c| format!("{c:.2} C")),
             if retained { " [retained]" } else { "" },
+            if a.clock_synced {
+                ""
+            } else {
+                " [gateway clock not synchronised]"
+            },
             a.message
         );
     }
