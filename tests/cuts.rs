@@ -101,10 +101,15 @@ fn assert_delivered_once_and_answered(d: &Proc, n: &Proc, notifier_id: &str) -> 
 /// has no answer to (PUBLISH with DUP; PUBREL), and after PUBCOMP the flow
 /// is over.
 fn assert_flow_resumed(proxy: &Proxy, sender: Dir, kind: u8) {
+    assert_flow_resumed_from(proxy, sender, kind, 2);
+}
+
+/// [`assert_flow_resumed`] on the proxy's connection number `connection`.
+fn assert_flow_resumed_from(proxy: &Proxy, sender: Dir, kind: u8, connection: usize) {
     let again: Vec<(Dir, u8)> = proxy
         .passed()
         .into_iter()
-        .filter(|p| p.in_flow && p.connection == 2)
+        .filter(|p| p.in_flow && p.connection == connection)
         .map(|p| (p.dir, p.kind))
         .collect();
     let receiver = match sender {
@@ -235,6 +240,136 @@ fn notifier_cut_after_pubrel() {
 #[test]
 fn notifier_cut_after_pubcomp() {
     notifier_cut(Dir::ClientToBroker, PUBCOMP);
+}
+
+/// Cut after the PUBLISH of each of several alerts: whether the PUBLISH
+/// and the end of the connection reach the client in one read or two is a
+/// race, and in one read rumqttc-next used to queue the alert's event,
+/// send PUBREC, then drop the event when it cleaned up after the
+/// connection loss, and take the broker's repeat for a duplicate: the
+/// alert was never shown. Several cuts (of the first alerts and of the
+/// broker's repeats of them) make the race likely to be hit.
+#[test]
+fn notifier_cut_after_publish_of_many_alerts_loses_none() {
+    const CUTS: usize = 6;
+    let t = tmp();
+    let broker = Broker::start(&t.path().join("b"));
+    let proxy = Proxy::start(&broker.pki.dir, broker.port);
+    proxy.cut_in_flow("/alerts/", Dir::BrokerToClient, PUBLISH, CUTS);
+    let n = notifier_via(&broker, proxy.port, "n-many", &[]);
+    let mut cfg = GwConfig::new(&broker, "gw1");
+    cfg.sensors = sensor(
+        "28-000000000001",
+        "freezer",
+        HOT,
+        "[[0.0, 20.0], [1.0, 35.0], [2.0, 45.0], [3.0, 20.0]]",
+    ) + "loop_secs = 4.0\n";
+    let d = daemon(&cfg.write(t.path()));
+    dump_on_panic(&[&n, &d], || {
+        // The broker's repeats of a cut PUBLISH are cut too.
+        proxy.wait_cuts(CUTS, WAIT * 2);
+        d.err.wait_n("three alerts", 3, WAIT, is_alert_line);
+        let ids = raised_ids(&d);
+        for id in &ids {
+            d.err
+                .wait_contains(&format!("alert {id} answered by n-many"));
+        }
+        let shown = notifier_alerts(&n);
+        for id in &ids {
+            let times = shown.iter().filter(|a| a["id"] == id.as_str()).count();
+            assert_eq!(times, 1, "alert {id} shown {times} times");
+        }
+        assert_eq!(connected_lines(&n), CUTS + 1, "a reconnect loop?");
+    });
+}
+
+/// The notifier is cut at `kind` and SIGKILLed before it could resume;
+/// a new process with the same client id and `--state-dir` resumes the
+/// session from its on-disk checkpoint: the broker repeats what it had no
+/// answer to (the PUBLISH, or the PUBREL). After a cut at PUBLISH the first
+/// process may never have shown the alert (the PUBLISH and the end of the
+/// connection came in one read): the repeat must then be shown. Each (alert id, escalation) is
+/// shown at most once across both processes, the alert is answered (by
+/// the repeat, or after an escalation when the first answer died with the
+/// process), and the new process connects once, without a loop.
+fn notifier_killed_after_cut(dir: Dir, kind: u8) {
+    let t = tmp();
+    let broker = Broker::start(&t.path().join("b"));
+    let proxy = Proxy::start(&broker.pki.dir, broker.port);
+    proxy.cut_in_flow_then_freeze("/alerts/", dir, kind);
+    let mut n1 = notifier_via(&broker, proxy.port, "n-kill", &[]);
+    let mut cfg = GwConfig::new(&broker, "gw1");
+    cfg.top_extra = "ack_timeout_secs = 2\n".into();
+    cfg.sensors = critical_then_resolved();
+    let d = daemon(&cfg.write(t.path()));
+    dump_on_panic(&[&n1, &d], || {
+        proxy.wait_cuts(1, WAIT);
+        n1.err.wait_contains("connection to the broker lost");
+        if kind != PUBLISH {
+            // It acknowledges (PUBREC) only what it has shown.
+            d.err.wait("the alert", is_alert_line);
+            let id = raised_ids(&d).remove(0);
+            n1.out.wait("the alert shown before the cut", |l| {
+                l.contains(id.as_str())
+            });
+        }
+    });
+    let _ = n1.child.kill();
+    let _ = n1.child.wait();
+    let first = notifier_alerts(&n1);
+    drop(n1);
+    proxy.unfreeze();
+    let n2 = notifier_via(&broker, proxy.port, "n-kill", &[]);
+    dump_on_panic(&[&n2, &d], || {
+        let resumed = n2.err.wait_contains("connected to the broker");
+        assert!(resumed.contains("session resumed"), "{resumed}");
+        d.err.wait_n("two alerts raised", 2, WAIT, is_alert_line);
+        let ids = raised_ids(&d);
+        for id in &ids {
+            d.err
+                .wait_contains(&format!("alert {id} answered by n-kill"));
+        }
+        let mut shown = first.clone();
+        shown.extend(notifier_alerts(&n2));
+        let mut pairs: Vec<(String, u64)> = shown
+            .iter()
+            .map(|a| {
+                (
+                    a["id"].as_str().unwrap_or_default().to_string(),
+                    a["escalation"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect();
+        let all = pairs.len();
+        pairs.sort();
+        pairs.dedup();
+        assert_eq!(pairs.len(), all, "shown twice: {shown:?}");
+        for id in &ids {
+            assert!(pairs.iter().any(|(i, _)| i == id), "{id} never shown");
+        }
+        assert_eq!(connected_lines(&n2), 1, "a reconnect loop?");
+        assert_eq!(
+            n2.err
+                .count(|l| l.contains("connection to the broker lost")),
+            0
+        );
+        assert_flow_resumed_from(&proxy, Dir::BrokerToClient, kind, proxy.connections());
+    });
+}
+
+#[test]
+fn notifier_killed_after_publish_resumes_from_its_checkpoint() {
+    notifier_killed_after_cut(Dir::BrokerToClient, PUBLISH);
+}
+
+#[test]
+fn notifier_killed_after_pubrec_resumes_from_its_checkpoint() {
+    notifier_killed_after_cut(Dir::ClientToBroker, PUBREC);
+}
+
+#[test]
+fn notifier_killed_after_pubrel_resumes_from_its_checkpoint() {
+    notifier_killed_after_cut(Dir::BrokerToClient, PUBREL);
 }
 
 /// Frozen traffic (nothing forwarded, nothing closed): with a keep-alive

@@ -22,7 +22,7 @@ use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::rustls;
@@ -84,6 +84,8 @@ struct Rule {
     /// this (and whose payload is not empty).
     topic: Option<String>,
     remaining: usize,
+    /// Freeze all traffic at the cut (the client's reconnect is held).
+    then_freeze: bool,
 }
 
 /// One packet that passed, for the record.
@@ -115,9 +117,9 @@ struct Shared {
 }
 
 impl Shared {
-    /// Records a packet that has just been forwarded; returns whether the
-    /// connection is to be cut now.
-    fn after(&self, dir: Dir, pkt: &[u8], connection: usize) -> bool {
+    /// Records a packet about to be forwarded; returns whether the
+    /// connection is to be cut right after it.
+    fn passing(&self, dir: Dir, pkt: &[u8], connection: usize) -> bool {
         let kind = pkt[0] >> 4;
         let mut st = self.state.lock().expect("lock");
         let Some(rule) = st.rule.clone() else {
@@ -160,6 +162,9 @@ impl Shared {
                 r.remaining -= 1;
             }
             st.cuts += 1;
+            if rule.then_freeze {
+                self.frozen.send_replace(true);
+            }
             eprintln!(
                 "proxy: cutting connection {connection} after {} ({dir:?})",
                 packet_name(kind)
@@ -316,23 +321,31 @@ impl Proxy {
     /// Cuts the connection right after `times` packets of type `kind` have
     /// passed in direction `dir` (any packets of that type).
     pub fn cut_after(&self, dir: Dir, kind: u8, times: usize) {
-        self.set_rule(dir, kind, None, times);
+        self.set_rule(dir, kind, None, times, false);
     }
 
     /// Like [`cut_after`](Self::cut_after), counting only the packets of
     /// QoS 2 flows whose PUBLISH's topic contains `topic` and carries a
     /// payload.
     pub fn cut_in_flow(&self, topic: &str, dir: Dir, kind: u8, times: usize) {
-        self.set_rule(dir, kind, Some(topic.to_string()), times);
+        self.set_rule(dir, kind, Some(topic.to_string()), times, false);
     }
 
-    fn set_rule(&self, dir: Dir, kind: u8, topic: Option<String>, times: usize) {
+    /// Like [`cut_in_flow`](Self::cut_in_flow) once, then freezes all
+    /// traffic (as [`freeze`](Self::freeze)) so that the client cannot
+    /// resume its session before the test is done with it.
+    pub fn cut_in_flow_then_freeze(&self, topic: &str, dir: Dir, kind: u8) {
+        self.set_rule(dir, kind, Some(topic.to_string()), 1, true);
+    }
+
+    fn set_rule(&self, dir: Dir, kind: u8, topic: Option<String>, times: usize, then_freeze: bool) {
         let mut st = self.shared.state.lock().expect("lock");
         st.rule = Some(Rule {
             dir,
             kind,
             topic,
             remaining: times,
+            then_freeze,
         });
         st.flows.clear();
     }
@@ -386,63 +399,95 @@ impl Proxy {
 
 /// Forwards both directions until one ends (end of stream, error or cut),
 /// then closes both sides: FIN without TLS close_notify (a cut, not a
-/// goodbye), then reads what is left, so that the close does not become a
-/// reset that could make a peer discard what was passed.
+/// goodbye), sent right after the last packet, then reads what is left so
+/// that the close does not become a reset that could make a peer discard
+/// what was passed.
+///
+/// One task owns both streams: what was read is written after the read
+/// completes, so a cut's FIN follows its packet at once.
 async fn relay(
-    client: tokio_rustls::server::TlsStream<TcpStream>,
-    broker: tokio_rustls::client::TlsStream<TcpStream>,
+    mut client: tokio_rustls::server::TlsStream<TcpStream>,
+    mut broker: tokio_rustls::client::TlsStream<TcpStream>,
     shared: Arc<Shared>,
     connection: usize,
 ) {
-    let (mut cr, mut cw) = tokio::io::split(client);
-    let (mut br, mut bw) = tokio::io::split(broker);
-    tokio::select! {
-        () = pump(&mut cr, &mut bw, Dir::ClientToBroker, &shared, connection) => {}
-        () = pump(&mut br, &mut cw, Dir::BrokerToClient, &shared, connection) => {}
+    let mut frozen = shared.frozen.subscribe();
+    let (mut to_broker, mut to_client) = (Vec::new(), Vec::new());
+    let (mut c_chunk, mut b_chunk) = (vec![0u8; 16 * 1024], vec![0u8; 16 * 1024]);
+    'relay: loop {
+        if !*frozen.borrow_and_update() {
+            for (buf, dir) in [
+                (&mut to_broker, Dir::ClientToBroker),
+                (&mut to_client, Dir::BrokerToClient),
+            ] {
+                while let Some(len) = whole_packet(buf) {
+                    let pkt: Vec<u8> = buf.drain(..len).collect();
+                    let cut = shared.passing(dir, &pkt, connection);
+                    let written = match (dir, cut) {
+                        (Dir::ClientToBroker, false) => write(&mut broker, &pkt).await,
+                        (Dir::BrokerToClient, false) => write(&mut client, &pkt).await,
+                        (Dir::ClientToBroker, true) => {
+                            let (tcp, tls) = broker.get_mut();
+                            write_last(tcp, tls, &pkt).await
+                        }
+                        (Dir::BrokerToClient, true) => {
+                            let (tcp, tls) = client.get_mut();
+                            write_last(tcp, tls, &pkt).await
+                        }
+                    };
+                    if !written || cut {
+                        break 'relay;
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            r = client.read(&mut c_chunk) => match r {
+                Ok(0) | Err(_) => break 'relay,
+                Ok(n) => to_broker.extend_from_slice(&c_chunk[..n]),
+            },
+            r = broker.read(&mut b_chunk) => match r {
+                Ok(0) | Err(_) => break 'relay,
+                Ok(n) => to_client.extend_from_slice(&b_chunk[..n]),
+            },
+            _ = frozen.changed() => {}
+        }
     }
-    let client = cr.unsplit(cw).into_inner().0;
-    let broker = br.unsplit(bw).into_inner().0;
-    tokio::join!(close(client), close(broker));
+    let (mut c, mut b) = (client.into_inner().0, broker.into_inner().0);
+    let _ = tokio::join!(c.shutdown(), b.shutdown());
+    tokio::join!(drain(c), drain(b));
 }
 
-async fn close(mut tcp: TcpStream) {
-    let _ = tcp.shutdown().await;
+/// Writes `pkt` and the TLS close_notify in one TCP write, then FIN: the
+/// packet and the end of the connection arrive together, so the peer
+/// reads both in one go (the harshest timing for its packet handling).
+async fn write_last<D>(
+    tcp: &mut TcpStream,
+    tls: &mut rustls::ConnectionCommon<D>,
+    pkt: &[u8],
+) -> bool {
+    use std::io::Write;
+    if tls.writer().write_all(pkt).is_err() {
+        return false;
+    }
+    tls.send_close_notify();
+    let mut out = Vec::new();
+    while tls.wants_write() {
+        if tls.write_tls(&mut out).is_err() {
+            return false;
+        }
+    }
+    tcp.write_all(&out).await.is_ok() && tcp.shutdown().await.is_ok()
+}
+
+async fn write<S: AsyncWrite + Unpin>(s: &mut S, pkt: &[u8]) -> bool {
+    s.write_all(pkt).await.is_ok() && s.flush().await.is_ok()
+}
+
+async fn drain(mut tcp: TcpStream) {
     let mut sink = [0u8; 4096];
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
         while matches!(tcp.read(&mut sink).await, Ok(n) if n > 0) {}
     })
     .await;
-}
-
-/// Forwards whole packets from `src` to `dst`, holding them while frozen
-/// (but still reading, so that a peer that gives up is noticed).
-async fn pump<R, W>(src: &mut R, dst: &mut W, dir: Dir, shared: &Shared, connection: usize)
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let mut frozen = shared.frozen.subscribe();
-    let mut buf: Vec<u8> = Vec::new();
-    let mut chunk = vec![0u8; 16 * 1024];
-    loop {
-        while !*frozen.borrow_and_update() {
-            let Some(len) = whole_packet(&buf) else {
-                break;
-            };
-            let pkt: Vec<u8> = buf.drain(..len).collect();
-            if dst.write_all(&pkt).await.is_err() || dst.flush().await.is_err() {
-                return;
-            }
-            if shared.after(dir, &pkt, connection) {
-                return;
-            }
-        }
-        tokio::select! {
-            r = src.read(&mut chunk) => match r {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            },
-            _ = frozen.changed() => {}
-        }
-    }
 }
