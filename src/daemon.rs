@@ -219,6 +219,8 @@ struct Daemon {
     hold_until: Option<Instant>,
     /// Whether the wall clock was synchronised at the last sweep.
     clock_synced: Option<bool>,
+    /// The local alarm output, on while a CRITICAL is unacknowledged.
+    alarm: Option<crate::alarm::Alarm>,
     done_tx: mpsc::UnboundedSender<(u64, Result<PublishResult, PublishNoticeError>)>,
 }
 
@@ -315,6 +317,7 @@ pub async fn run(cfg: Config, endpoint: Endpoint, config_path: &Path) -> anyhow:
         critical: HashMap::new(),
         hold_until: None,
         clock_synced: None,
+        alarm: crate::alarm::from_config(&cfg),
         done_tx,
         cfg,
     };
@@ -519,6 +522,9 @@ impl Daemon {
                     alert: alert.clone(),
                 });
                 crate::logging::alert(&alert);
+                if let Some(a) = &mut self.alarm {
+                    a.raised(&alert);
+                }
             }
         }
         if !self.swept_once {
@@ -764,6 +770,9 @@ impl Daemon {
             return;
         };
         self.escalator.answered(&String::from_utf8_lossy(&corr));
+        if let Some(a) = &mut self.alarm {
+            a.answered(&String::from_utf8_lossy(&corr));
+        }
         let Some(w) = self.awaiting.get_mut(&corr) else {
             log::warn!(
                 "ignoring an answer that matches no alert (correlation {:?})",

@@ -20,8 +20,10 @@
 //!   state directory).
 //! - [`escalation`]: re-publishing alerts nobody answered.
 //! - [`seen`]: the notifier's persistent memory of the alert ids it showed.
+//! - [`alarm`]: the optional local alarm output (a GPIO pin).
 //! - [`clock`]: whether the wall clock is synchronised (a Pi has no RTC).
 
+pub mod alarm;
 pub mod alert;
 pub mod backoff;
 pub mod clock;
