@@ -6,7 +6,9 @@
 //! It can be told to cut the connection (close both sides) right after a
 //! chosen packet type has passed in a chosen direction, once or N times,
 //! and to freeze all traffic (stop forwarding without closing) until
-//! released. The client connects to [`Proxy::port`] as `localhost` with its
+//! released. At a cut the packet, the TLS close and the FIN leave in one
+//! TCP write, so the receiver reads the packet and the end of the
+//! connection together. The client connects to [`Proxy::port`] as `localhost` with its
 //! normal configuration: the proxy serves the broker's own certificate
 //! (the test PKI's SANs list localhost and 127.0.0.1) and trusts the test
 //! CA towards the broker.
@@ -398,13 +400,14 @@ impl Proxy {
 }
 
 /// Forwards both directions until one ends (end of stream, error or cut),
-/// then closes both sides: FIN without TLS close_notify (a cut, not a
-/// goodbye), sent right after the last packet, then reads what is left so
-/// that the close does not become a reset that could make a peer discard
-/// what was passed.
+/// then closes both sides with a FIN (the side a cut's packet went to also
+/// gets the TLS close_notify in the same write as the packet, see
+/// [`write_last`]; the other side none: a cut, not a goodbye), then reads
+/// what is left, so that the close does not become a reset that could make
+/// a peer discard what was passed.
 ///
 /// One task owns both streams: what was read is written after the read
-/// completes, so a cut's FIN follows its packet at once.
+/// completes, so nothing passes after a cut's packet.
 async fn relay(
     mut client: tokio_rustls::server::TlsStream<TcpStream>,
     mut broker: tokio_rustls::client::TlsStream<TcpStream>,
