@@ -266,6 +266,7 @@ pub fn alert(gateway: &str, e: &Expiring) -> Alert {
         ts: timefmt::now_rfc3339(),
         message: format!("gateway {gateway}: {}", e.message()),
         escalation: 0,
+        clock_synced: crate::clock::synced_now(),
     }
 }
 

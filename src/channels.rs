@@ -312,6 +312,7 @@ pub fn watch_alert(e: &crate::watch::Event) -> Alert {
         ts: crate::timefmt::now_rfc3339(),
         message: e.message(),
         escalation: 0,
+        clock_synced: true,
     }
 }
 
@@ -332,6 +333,7 @@ mod tests {
             ts: "t".into(),
             message: "freezer is CRITICAL; it's 'hot'".into(),
             escalation: 0,
+            clock_synced: true,
         }
     }
 

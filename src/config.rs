@@ -65,6 +65,18 @@ pub struct Config {
     /// with its `escalation` counter incremented; 0 turns escalation off.
     #[serde(default = "default_ack_timeout")]
     pub ack_timeout_secs: u32,
+    /// `[alarm]`: the optional local alarm output.
+    #[serde(default)]
+    pub alarm: Option<AlarmConfig>,
+}
+
+/// A buzzer or LED on a GPIO pin, on while any CRITICAL alert is
+/// unacknowledged.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlarmConfig {
+    /// BCM GPIO number (0..=27 on the Pi's header).
+    pub gpio_pin: u8,
 }
 
 /// The state directory when neither `state_dir` nor `$STATE_DIRECTORY` is set.
@@ -584,6 +596,27 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        if let Some(a) = &self.alarm {
+            let key = || vec![Key("alarm"), Key("gpio_pin")];
+            if a.gpio_pin > 27 {
+                return Err(problem(
+                    key(),
+                    format!(
+                        "{} is not a GPIO on the Pi's header (0..=27, BCM numbering)",
+                        a.gpio_pin
+                    ),
+                ));
+            }
+            if s.backend == Backend::Gpio && s.gpio.pin == a.gpio_pin {
+                return Err(problem(
+                    key(),
+                    format!(
+                        "GPIO {} is the 1-Wire data pin (sensors.gpio.pin)",
+                        a.gpio_pin
+                    ),
+                ));
+            }
+        }
         if !(1..=10).contains(&s.gpio.attempts) {
             return Err(problem(
                 vec![Key("sensors"), Key("gpio"), Key("attempts")],
@@ -822,6 +855,26 @@ steps = [[0.0, 20.0], [3.0, 35.0], [6.0, 45.0], [12.0, 20.0]]   # [seconds since
             msg.contains("t.toml:20: key `sensor[0].critical_above`"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn the_alarm_section_parses_and_is_validated() {
+        let d = dir_with_files();
+        let p = d.path().join("t.toml");
+        let c = Config::parse(&format!("{EXAMPLE}\n[alarm]\ngpio_pin = 17\n"), &p).expect("valid");
+        assert_eq!(c.alarm, Some(AlarmConfig { gpio_pin: 17 }));
+        assert_eq!(Config::parse(EXAMPLE, &p).expect("valid").alarm, None);
+        let msg = Config::parse(&format!("{EXAMPLE}\n[alarm]\ngpio_pin = 40\n"), &p)
+            .expect_err("no such pin")
+            .to_string();
+        assert!(
+            msg.contains("key `alarm.gpio_pin`") && msg.contains("0..=27"),
+            "{msg}"
+        );
+        let msg = Config::parse(&format!("{EXAMPLE}\n[alarm]\npin = 17\n"), &p)
+            .expect_err("unknown key")
+            .to_string();
+        assert!(msg.contains("pin"), "{msg}");
     }
 
     #[test]

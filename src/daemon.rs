@@ -230,17 +230,24 @@ struct Daemon {
     critical: HashMap<String, (Alert, Instant)>,
     /// After a refusal, nothing is handed to the client before this.
     hold_until: Option<Instant>,
+    /// Whether the wall clock was synchronised at the last sweep.
+    clock_synced: Option<bool>,
+    /// The local alarm output, on while a CRITICAL is unacknowledged.
+    alarm: Option<crate::alarm::Alarm>,
     done_tx: mpsc::UnboundedSender<(u64, Result<PublishResult, PublishNoticeError>)>,
     /// Home Assistant discovery, when enabled.
     ha: Option<crate::homeassistant::Discoverer>,
 }
 
 fn status_payload(cfg: &Config, state: &str, reason: Option<&str>) -> Vec<u8> {
+    let ts = (state == "online" || reason == Some("shutdown")).then(timefmt::now_rfc3339);
     payload::encode(&Status {
         state: state.into(),
         reason: reason.map(Into::into),
         gateway: Some(cfg.gateway_id.clone()),
-        ts: (state == "online" || reason == Some("shutdown")).then(timefmt::now_rfc3339),
+        // Only a status with a time says whether to trust it (not the Will).
+        clock_synced: ts.is_none() || crate::clock::synced_now(),
+        ts,
         version: Some(env!("CARGO_PKG_VERSION").into()),
         sensors: (state == "online").then_some(cfg.sensor.len()),
         poll_interval_ms: (state == "online").then_some(cfg.sensors.poll_interval_ms),
@@ -326,6 +333,8 @@ pub async fn run(cfg: Config, endpoint: Endpoint, config_path: &Path) -> anyhow:
         swept_once: false,
         critical: HashMap::new(),
         hold_until: None,
+        clock_synced: None,
+        alarm: crate::alarm::from_config(&cfg),
         done_tx,
         ha: cfg.homeassistant.enabled.then(|| {
             crate::homeassistant::Discoverer::new(crate::homeassistant::Discovery::new(&cfg))
@@ -496,6 +505,15 @@ impl Daemon {
 
     async fn on_sweep(&mut self, sweep: Sweep) {
         let ts = timefmt::now_rfc3339();
+        let clock_synced = crate::clock::synced_now();
+        if self.clock_synced != Some(clock_synced) {
+            if !clock_synced {
+                log::warn!("the clock is not synchronised: alerts and status say \"clock_synced\": false until it is");
+            } else if self.clock_synced.is_some() {
+                log::info!("the clock is synchronised now");
+            }
+            self.clock_synced = Some(clock_synced);
+        }
         for sample in sweep.samples {
             // By id: a sweep begun before a reload may list other sensors.
             let Some(i) = self.cfg.sensor.iter().position(|s| s.id == sample.id) else {
@@ -541,6 +559,7 @@ impl Daemon {
                     ts: ts.clone(),
                     message: alert::message(sc.display_name(), &dec),
                     escalation: 0,
+                    clock_synced,
                 };
                 self.last_alert = Some(alert.clone());
                 if dec.previous == Level::Critical && dec.state != Level::Critical {
@@ -558,6 +577,9 @@ impl Daemon {
                     alert: alert.clone(),
                 });
                 crate::logging::alert(&alert);
+                if let Some(a) = &mut self.alarm {
+                    a.raised(&alert);
+                }
             }
         }
         if !self.swept_once {
@@ -834,6 +856,9 @@ impl Daemon {
             return;
         };
         self.escalator.answered(&String::from_utf8_lossy(&corr));
+        if let Some(a) = &mut self.alarm {
+            a.answered(&String::from_utf8_lossy(&corr));
+        }
         let Some(w) = self.awaiting.get_mut(&corr) else {
             if crate::drill::is_drill_id(&corr) {
                 log::info!("a notifier answered a fire drill (thermalertd drill)");

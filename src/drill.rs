@@ -80,6 +80,7 @@ pub fn test_alert(cfg: &Config, id: String, ts: String) -> Alert {
             cfg.gateway_id
         ),
         escalation: 0,
+        clock_synced: crate::clock::synced_now(),
     }
 }
 

@@ -144,6 +144,7 @@ mod tests {
             ts: "2026-01-01T00:00:00.000Z".into(),
             message: "hot".into(),
             escalation: 0,
+            clock_synced: true,
         }
     }
 

@@ -127,6 +127,7 @@ mod tests {
             ts: "t".into(),
             message: "m".into(),
             escalation: 0,
+            clock_synced: true,
         }
     }
 

@@ -27,11 +27,15 @@
 //!   state directory).
 //! - [`escalation`]: re-publishing alerts nobody answered.
 //! - [`seen`]: the notifier's persistent memory of the alert ids it showed.
+//! - [`alarm`]: the optional local alarm output (a GPIO pin).
+//! - [`clock`]: whether the wall clock is synchronised (a Pi has no RTC).
 
+pub mod alarm;
 pub mod alert;
 pub mod backoff;
 pub mod certwatch;
 pub mod channels;
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod drill;

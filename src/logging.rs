@@ -425,6 +425,7 @@ mod tests {
             ts: "2026-01-01T00:00:00Z".into(),
             message: "freezer is something".into(),
             escalation: 0,
+            clock_synced: true,
         }
     }
 

@@ -359,6 +359,14 @@ pub async fn run_with(
     // queued (broker-only resume) and answers at QoS 0 until it reconnects.
     options.set_session_store(FileSessionStore::new(settings.state_dir.clone()));
     options.set_broker_session_resume_policy(BrokerSessionResumePolicy::AllowBrokerOnly);
+    // PUBREC/PUBACK only once a message was handled (shown, recorded,
+    // answered). With automatic acknowledgement rumqttc-next sends PUBREC as
+    // it reads a PUBLISH, and if the connection breaks in the same read it
+    // drops the queued message while remembering the PUBREC, then takes the
+    // broker's repeat for a duplicate: the alert was never shown
+    // (tests/cuts.rs). Acknowledged by hand, an unhandled message is repeated
+    // by the broker and shown; a repeat of a handled one is de-duplicated.
+    options.set_ack_mode(rumqttc::AckMode::Manual);
     let (client, eventloop) = AsyncClient::builder(options).capacity(256).build();
     let stop = CancellationToken::new();
     let (link_tx, mut link_rx) = mpsc::channel(1024);
@@ -471,7 +479,13 @@ impl Notifier {
                 }
             }
             Link::Down => self.watch.on_link_down(std::time::Instant::now()),
-            Link::Message(p) => self.on_message(*p).await,
+            Link::Message(p) => {
+                // Acknowledged (PUBREC/PUBACK) only once handled: see run().
+                self.on_message((*p).clone()).await;
+                if let Err(e) = self.client.ack(&p).await {
+                    log::warn!("cannot acknowledge a message: {e}");
+                }
+            }
         }
     }
 
@@ -713,7 +727,7 @@ impl Notifier {
             AlertLevel::Test => "TT",
         };
         println!(
-            "{} {mark} {:<8} {}/{} ({}) {}{}: {}",
+            "{} {mark} {:<8} {}/{} ({}) {}{}{}: {}",
             a.ts,
             a.level.as_str(),
             a.gateway,
@@ -725,6 +739,11 @@ impl Notifier {
                 (true, _) => " [retained]",
                 (false, "watch") => " [watch]",
                 _ => "",
+            },
+            if a.clock_synced {
+                ""
+            } else {
+                " [gateway clock not synchronised]"
             },
             a.message
         );

@@ -386,6 +386,7 @@ mod tests {
             sensors: None,
             poll_interval_ms: None,
             expiry_secs: expiry,
+            clock_synced: true,
         }
     }
 

@@ -218,6 +218,18 @@ pub fn replay(records: Vec<Record>) -> BTreeMap<u64, (u64, Item)> {
     live
 }
 
+/// How long an entry from a previous run had waited, by the wall clock.
+/// An alert stamped while the clock was not synchronised (a Pi without RTC
+/// before NTP) has no meaningful age: the clock may have jumped years
+/// since. It counts as fresh (its payload says `clock_synced: false`)
+/// rather than being dropped as expired.
+fn waited_before(item: &Item, at_ms: u64, now_ms: u64) -> Duration {
+    match item {
+        Item::Alert { alert } if !alert.clock_synced => Duration::ZERO,
+        _ => Duration::from_millis(now_ms.saturating_sub(at_ms)),
+    }
+}
+
 pub fn unix_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -476,10 +488,10 @@ impl Outbox {
                 for (seq, at_ms, item) in l.pending {
                     o.next_seq = o.next_seq.max(seq + 1);
                     o.queue.push_back(Entry {
+                        waited_before: waited_before(&item, at_ms, now_ms),
                         seq,
                         item,
                         since: now,
-                        waited_before: Duration::from_millis(now_ms.saturating_sub(at_ms)),
                         persisted: true,
                     });
                 }
@@ -602,6 +614,7 @@ mod tests {
                 ts: "2026-01-01T00:00:00.000Z".into(),
                 message: "hot".into(),
                 escalation: 0,
+                clock_synced: true,
             },
         }
     }
@@ -795,6 +808,27 @@ mod tests {
         assert!(
             w >= Duration::from_secs(100) && w < Duration::from_secs(110),
             "{w:?}"
+        );
+    }
+
+    #[test]
+    fn an_alert_stamped_by_an_unsynchronised_clock_is_not_aged_by_it() {
+        // Raised in "1970" before NTP, replayed after the clock jumped to
+        // 2026: by the wall clock it waited 56 years and would be dropped.
+        let mut item = alert("a0");
+        if let Item::Alert { alert } = &mut item {
+            alert.clock_synced = false;
+        }
+        let now_ms = unix_ms(SystemTime::now());
+        assert_eq!(waited_before(&item, 5_000, now_ms), Duration::ZERO);
+        assert_eq!(
+            waited_before(&alert("a1"), now_ms - 7_000, now_ms),
+            Duration::from_secs(7)
+        );
+        // A clock that went backwards does not make anything older.
+        assert_eq!(
+            waited_before(&alert("a1"), now_ms + 7_000, now_ms),
+            Duration::ZERO
         );
     }
 }

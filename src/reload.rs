@@ -106,6 +106,7 @@ pub fn restart_needed(running: &Config, new: &Config) -> Vec<String> {
         w1,
         gpio
     );
+    cmp!(running, new, "", alarm);
     keys
 }
 

@@ -278,6 +278,7 @@ mod tests {
             sensors: None,
             poll_interval_ms: poll_ms,
             expiry_secs: None,
+            clock_synced: true,
         }
     }
 

@@ -28,6 +28,19 @@ pub struct Alert {
     /// How many times this alert was re-published for want of an answer.
     #[serde(default)]
     pub escalation: u32,
+    /// False when the gateway's clock was not synchronised as the alert was
+    /// raised (a Pi has no real-time clock): `ts` may then be wrong.
+    /// Serialized only when false; absent means true.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub clock_synced: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 /// The notifier's answer, published on the alert's ResponseTopic with its
@@ -65,6 +78,9 @@ pub struct Status {
     /// remaining expiry a subscriber receives, it dates a Will.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expiry_secs: Option<u32>,
+    /// As [`Alert::clock_synced`], for `ts`: serialized only when false.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub clock_synced: bool,
 }
 
 /// A reading, on `<prefix>/<gateway>/sensors/<sensor>/reading`.
@@ -119,11 +135,46 @@ mod tests {
             ts: "2026-01-01T00:00:00.000Z".into(),
             message: "m".into(),
             escalation: 0,
+            clock_synced: true,
         };
         let v: serde_json::Value = serde_json::from_slice(&encode(&a)).expect("json");
         assert_eq!(v["level"], "CRITICAL");
         assert_eq!(v["previous"], "WARNING");
         assert_eq!(decode::<Alert>(&encode(&a)).expect("decode"), a);
+    }
+
+    #[test]
+    fn clock_synced_is_written_only_when_false_and_defaults_to_true() {
+        let mut a = Alert {
+            id: "x".into(),
+            gateway: "gw1".into(),
+            sensor: "28-1".into(),
+            name: "freezer".into(),
+            level: AlertLevel::Warning,
+            celsius: Some(35.0),
+            threshold: Some(30.0),
+            previous: None,
+            ts: "1970-01-01T00:00:12.000Z".into(),
+            message: "m".into(),
+            escalation: 0,
+            clock_synced: true,
+        };
+        let v: serde_json::Value = serde_json::from_slice(&encode(&a)).expect("json");
+        assert!(v.get("clock_synced").is_none(), "{v}");
+        a.clock_synced = false;
+        let v: serde_json::Value = serde_json::from_slice(&encode(&a)).expect("json");
+        assert_eq!(v["clock_synced"], false);
+        assert_eq!(decode::<Alert>(&encode(&a)).expect("decode"), a);
+        // Payloads from before the field: synchronised.
+        let old = br#"{"id":"x","gateway":"g","sensor":"s","name":"n","level":"WARNING","celsius":1.0,"threshold":null,"ts":"t","message":"m"}"#;
+        assert!(decode::<Alert>(old).expect("decode").clock_synced);
+        let s: Status = decode(br#"{"state":"online"}"#).expect("status");
+        assert!(s.clock_synced);
+        let s = Status {
+            clock_synced: false,
+            ..s
+        };
+        assert!(String::from_utf8_lossy(&encode(&s)).contains(r#""clock_synced":false"#));
     }
 
     #[test]

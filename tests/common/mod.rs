@@ -9,6 +9,8 @@
 
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -576,8 +578,13 @@ pub fn daemon_env(config: &Path, env: &[(&str, &str)]) -> Proc {
 
 /// The notifier as `notifier`, printing JSON, with a stable client id.
 pub fn notifier(broker: &Broker, client_id: &str, extra: &[&str]) -> Proc {
+    notifier_via(broker, broker.port, client_id, extra)
+}
+
+/// [`notifier`], connecting to `port` (a proxy in front of `broker`).
+pub fn notifier_via(broker: &Broker, port: u16, client_id: &str, extra: &[&str]) -> Proc {
     let mut cmd = Command::new(NOTIFIER);
-    cmd.args(["--host", "localhost", "--port", &broker.port.to_string()])
+    cmd.args(["--host", "localhost", "--port", &port.to_string()])
         .arg("--ca-file")
         .arg(broker.pki.ca())
         .args(["--username", "notifier", "--password-file"])

@@ -1,0 +1,283 @@
+//! The optional local alarm output (`[alarm] gpio_pin = N`): a buzzer or
+//! LED on a GPIO pin, on while any CRITICAL alert is unacknowledged.
+//!
+//! [`Unacknowledged`] is the pure core: it follows the CRITICAL alerts
+//! raised and the answers received and says whether the alarm is on.
+//! [`Alarm`] drives an [`AlarmPin`] from it, touching the pin only when
+//! the state changes; on a Pi the pin is an rppal `OutputPin`, in tests a
+//! fake.
+
+use std::collections::BTreeSet;
+
+use crate::alert::AlertLevel;
+use crate::mqtt::payload::Alert;
+
+/// Whether the alarm is on, given the ids of the CRITICAL alerts raised and
+/// the ids answered: on while any CRITICAL has no answer.
+pub fn alarm_on<'a>(
+    critical: impl IntoIterator<Item = &'a str>,
+    answered: &dyn Fn(&str) -> bool,
+) -> bool {
+    critical.into_iter().any(|id| !answered(id))
+}
+
+/// The CRITICAL alerts not yet acknowledged by a notifier.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Unacknowledged {
+    ids: BTreeSet<String>,
+}
+
+impl Unacknowledged {
+    /// An alert was raised (or escalated: same id, nothing changes).
+    pub fn raised(&mut self, alert: &Alert) {
+        if alert.level == AlertLevel::Critical {
+            self.ids.insert(alert.id.clone());
+        }
+    }
+
+    /// A notifier answered the alert `id` (any alert; only CRITICALs count).
+    pub fn answered(&mut self, id: &str) {
+        self.ids.remove(id);
+    }
+
+    /// [`alarm_on`] over what was raised and answered so far (answered
+    /// ids are forgotten, so nothing here is answered).
+    pub fn alarm_on(&self) -> bool {
+        alarm_on(self.ids.iter().map(String::as_str), &|_| false)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("alarm output on GPIO {pin}: {message}")]
+pub struct AlarmError {
+    pub pin: u8,
+    pub message: String,
+}
+
+/// An output that can be switched on and off.
+pub trait AlarmPin: Send {
+    fn set(&mut self, on: bool) -> Result<(), AlarmError>;
+}
+
+/// The alarm: the unacknowledged CRITICALs and the pin they drive.
+pub struct Alarm {
+    state: Unacknowledged,
+    pin: Box<dyn AlarmPin>,
+    /// What the pin was last set to (`None`: never set).
+    driven: Option<bool>,
+}
+
+impl Alarm {
+    /// Starts with the alarm off (and the pin set so).
+    pub fn new(pin: Box<dyn AlarmPin>) -> Self {
+        let mut a = Self {
+            state: Unacknowledged::default(),
+            pin,
+            driven: None,
+        };
+        a.apply();
+        a
+    }
+
+    pub fn raised(&mut self, alert: &Alert) {
+        self.state.raised(alert);
+        self.apply();
+    }
+
+    pub fn answered(&mut self, id: &str) {
+        self.state.answered(id);
+        self.apply();
+    }
+
+    pub fn is_on(&self) -> bool {
+        self.state.alarm_on()
+    }
+
+    /// Sets the pin when the state changed; a failure is logged and tried
+    /// again at the next change.
+    fn apply(&mut self) {
+        let on = self.state.alarm_on();
+        if self.driven == Some(on) {
+            return;
+        }
+        match self.pin.set(on) {
+            Ok(()) => {
+                log::info!(
+                    "local alarm {}",
+                    if on {
+                        "ON: a CRITICAL alert is unacknowledged"
+                    } else {
+                        "off: every CRITICAL alert was acknowledged"
+                    }
+                );
+                self.driven = Some(on);
+            }
+            Err(e) => {
+                log::error!("{e}");
+                self.driven = None;
+            }
+        }
+    }
+}
+
+/// The alarm configured in `[alarm]`, if any. A pin that cannot be opened
+/// is logged and the daemon runs without it: alerts matter more.
+pub fn from_config(cfg: &crate::config::Config) -> Option<Alarm> {
+    let pin = cfg.alarm.as_ref()?.gpio_pin;
+    match gpio_pin(pin) {
+        Ok(p) => {
+            log::info!("local alarm output on GPIO {pin}");
+            Some(Alarm::new(p))
+        }
+        Err(e) => {
+            log::error!("{e}; running without the local alarm");
+            None
+        }
+    }
+}
+
+/// The Pi's GPIO pin `pin` as the alarm output (BCM numbering), driven low
+/// (off) at once.
+#[cfg(target_os = "linux")]
+pub fn gpio_pin(pin: u8) -> Result<Box<dyn AlarmPin>, AlarmError> {
+    struct Pin {
+        pin: rppal::gpio::OutputPin,
+    }
+    impl AlarmPin for Pin {
+        fn set(&mut self, on: bool) -> Result<(), AlarmError> {
+            if on {
+                self.pin.set_high();
+            } else {
+                self.pin.set_low();
+            }
+            Ok(())
+        }
+    }
+    let err = |e: rppal::gpio::Error| AlarmError {
+        pin,
+        message: e.to_string(),
+    };
+    let out = rppal::gpio::Gpio::new()
+        .and_then(|g| g.get(pin))
+        .map_err(err)?
+        .into_output_low();
+    Ok(Box::new(Pin { pin: out }))
+}
+
+/// No GPIO off Linux.
+#[cfg(not(target_os = "linux"))]
+pub fn gpio_pin(pin: u8) -> Result<Box<dyn AlarmPin>, AlarmError> {
+    Err(AlarmError {
+        pin,
+        message: "GPIO needs Linux".into(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    fn alert(id: &str, level: AlertLevel) -> Alert {
+        Alert {
+            id: id.into(),
+            gateway: "gw1".into(),
+            sensor: "28-1".into(),
+            name: "freezer".into(),
+            level,
+            celsius: Some(45.0),
+            threshold: Some(40.0),
+            previous: None,
+            ts: "2026-01-01T00:00:00.000Z".into(),
+            message: "m".into(),
+            escalation: 0,
+            clock_synced: true,
+        }
+    }
+
+    #[test]
+    fn the_pure_rule() {
+        let none: [&str; 0] = [];
+        assert!(!alarm_on(none, &|_| false));
+        assert!(alarm_on(["a"], &|_| false));
+        assert!(!alarm_on(["a"], &|_| true));
+        assert!(alarm_on(["a", "b"], &|id| id == "a"));
+        assert!(!alarm_on(["a", "b"], &|id| id == "a" || id == "b"));
+    }
+
+    #[test]
+    fn on_while_any_critical_is_unacknowledged() {
+        let mut u = Unacknowledged::default();
+        assert!(!u.alarm_on());
+        u.raised(&alert("w", AlertLevel::Warning));
+        u.raised(&alert("f", AlertLevel::Fault));
+        assert!(!u.alarm_on(), "only CRITICALs sound the alarm");
+        u.raised(&alert("c1", AlertLevel::Critical));
+        u.raised(&alert("c2", AlertLevel::Critical));
+        assert!(u.alarm_on());
+        u.answered("c1");
+        assert!(u.alarm_on(), "c2 still unanswered");
+        // The sensor recovering is not an acknowledgement.
+        u.raised(&alert("r", AlertLevel::Resolved));
+        assert!(u.alarm_on());
+        u.answered("c2");
+        assert!(!u.alarm_on());
+        // Answering an unknown id is harmless.
+        u.answered("nope");
+        assert!(!u.alarm_on());
+    }
+
+    #[test]
+    fn an_answer_before_the_alert_is_known_does_not_count_later() {
+        // Answers name alerts already raised; an early stray answer must not
+        // pre-acknowledge a future CRITICAL with another id.
+        let mut u = Unacknowledged::default();
+        u.answered("c1");
+        u.raised(&alert("c2", AlertLevel::Critical));
+        assert!(u.alarm_on());
+    }
+
+    #[derive(Clone, Default)]
+    struct FakePin {
+        writes: Arc<Mutex<Vec<bool>>>,
+        fail: Arc<Mutex<bool>>,
+    }
+
+    impl AlarmPin for FakePin {
+        fn set(&mut self, on: bool) -> Result<(), AlarmError> {
+            if *self.fail.lock().expect("lock") {
+                return Err(AlarmError {
+                    pin: 17,
+                    message: "busy".into(),
+                });
+            }
+            self.writes.lock().expect("lock").push(on);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_pin_follows_the_state_and_is_written_only_on_changes() {
+        let pin = FakePin::default();
+        let mut a = Alarm::new(Box::new(pin.clone()));
+        a.raised(&alert("c1", AlertLevel::Critical));
+        a.raised(&alert("c2", AlertLevel::Critical));
+        a.raised(&alert("c1", AlertLevel::Critical)); // escalation
+        a.answered("c1");
+        assert!(a.is_on());
+        a.answered("c2");
+        assert!(!a.is_on());
+        assert_eq!(*pin.writes.lock().expect("lock"), vec![false, true, false]);
+    }
+
+    #[test]
+    fn a_failed_write_is_tried_again_at_the_next_change() {
+        let pin = FakePin::default();
+        let mut a = Alarm::new(Box::new(pin.clone()));
+        *pin.fail.lock().expect("lock") = true;
+        a.raised(&alert("c1", AlertLevel::Critical));
+        *pin.fail.lock().expect("lock") = false;
+        a.raised(&alert("c2", AlertLevel::Critical));
+        assert_eq!(*pin.writes.lock().expect("lock"), vec![false, true]);
+    }
+}
