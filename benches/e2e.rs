@@ -164,15 +164,31 @@ impl Drop for Proc {
 
 const CONNECTED: &str = "connected to the broker";
 
+/// The command for `bin`, prefixed by `$<wrap_var>` when set (e.g.
+/// `BENCH_NOTIFIER_WRAP="perf record -g -o notifier.perf --"`), for
+/// profiling; /proc figures then describe the wrapper.
+fn command(bin: &str, wrap_var: &str) -> Command {
+    let wrap = std::env::var(wrap_var).unwrap_or_default();
+    let mut words = wrap.split_whitespace();
+    match words.next() {
+        Some(w) => {
+            let mut c = Command::new(w);
+            c.args(words).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    }
+}
+
 fn daemon(config: &Path) -> Proc {
-    let mut cmd = Command::new(common::DAEMON);
+    let mut cmd = command(common::DAEMON, "BENCH_DAEMON_WRAP");
     cmd.arg("--config").arg(config);
     Proc::spawn(cmd)
 }
 
 /// The notifier as user `notifier`; waits until it has subscribed.
 fn notifier(broker: &Broker, client_id: &str, json: bool) -> Proc {
-    let mut cmd = Command::new(common::NOTIFIER);
+    let mut cmd = command(common::NOTIFIER, "BENCH_NOTIFIER_WRAP");
     cmd.args(["--host", "localhost", "--port", &broker.port.to_string()])
         .arg("--ca-file")
         .arg(broker.pki.ca())
@@ -255,6 +271,32 @@ fn schedstat_secs(pid: u32) -> Option<f64> {
         ns += s.split_whitespace().next()?.parse::<u64>().ok()?;
     }
     Some(ns as f64 / 1e9)
+}
+
+/// Resident memory by mapping (file name, `[heap]`, `[stack]` or `[anon]`),
+/// largest first, in kB: where the RSS goes.
+fn rss_by_mapping(pid: u32) -> Vec<(String, u64)> {
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/smaps")) else {
+        return Vec::new();
+    };
+    let mut by: HashMap<String, u64> = HashMap::new();
+    let mut name = String::new();
+    for l in s.lines() {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f.first()
+            .is_some_and(|a| a.contains('-') && !a.ends_with(':'))
+        {
+            name = f.get(5).map_or("[anon]".to_string(), |n| {
+                n.rsplit('/').next().unwrap_or(n).to_string()
+            });
+        } else if f.first() == Some(&"Rss:") {
+            *by.entry(name.clone()).or_default() +=
+                f.get(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+        }
+    }
+    let mut v: Vec<(String, u64)> = by.into_iter().filter(|(_, kb)| *kb > 0).collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1));
+    v
 }
 
 // ---------------------------------------------------------------- parsing
@@ -643,6 +685,7 @@ fn footprint(dir: &Path, t: &mut Table) -> Value {
     let (c1, s1, el) = (cpu_secs(pid), schedstat_secs(pid), t0.elapsed());
     let hwm = proc_status_kb(pid, "VmHWM").unwrap_or(0);
     let threads = proc_status_kb(pid, "Threads");
+    let mappings = rss_by_mapping(pid);
     d.stop();
     let per_hour = |a: Option<f64>, b: Option<f64>| {
         a.zip(b)
@@ -679,6 +722,7 @@ fn footprint(dir: &Path, t: &mut Table) -> Value {
         "steady_rss_kb": rss_steady,
         "peak_rss_kb": hwm,
         "threads": threads,
+        "rss_kb_by_mapping": mappings,
         "cpu_s_per_hour": cpu_h,
         "cpu_s_per_hour_utime_stime": cpu_h_ticks,
         "measured_secs": el.as_secs_f64(),
