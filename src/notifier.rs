@@ -260,8 +260,9 @@ pub fn main() -> i32 {
             return crate::EXIT_CONFIG;
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread: every task here is a short step between awaits, and
+    // cross-thread wake-ups cost more CPU than they save (BENCHMARKS.md).
+    let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
