@@ -367,8 +367,10 @@ fn spawn_sensor_thread(
 impl Daemon {
     async fn on_sweep(&mut self, sweep: Sweep) {
         let ts = timefmt::now_rfc3339();
+        // Borrowed, not cloned per sample: alerts are queued after the loop.
+        let mut raised = Vec::new();
         for (i, sample) in sweep.samples.into_iter().enumerate() {
-            let Some(sc) = self.cfg.sensor.get(i).cloned() else {
+            let Some(sc) = self.cfg.sensor.get(i) else {
                 continue;
             };
             if let (Ok(c), true, true) =
@@ -411,15 +413,18 @@ impl Daemon {
                 };
                 log_alert(&alert);
                 if dec.previous == Level::Critical && dec.state != Level::Critical {
-                    self.enqueue(Outgoing::ClearRetained {
+                    raised.push(Outgoing::ClearRetained {
                         sensor: sc.id.clone(),
                     });
                 }
-                self.enqueue(Outgoing::Alert {
+                raised.push(Outgoing::Alert {
                     alert,
                     raised: Instant::now(),
                 });
             }
+        }
+        for o in raised {
+            self.enqueue(o);
         }
         self.pump();
     }
