@@ -572,6 +572,11 @@ fn burst(dir: &Path, rm: u16, t: &mut Table) -> Value {
         .iter()
         .find(|(_, l)| l.contains(CONNECTED))
         .and_then(|(_, l)| log_time(l));
+    // What the broker announced in CONNACK, as the daemon logged it.
+    let announced_rm: Option<u16> = log
+        .iter()
+        .find_map(|(_, l)| l.split_once("broker receive maximum "))
+        .and_then(|(_, r)| r.trim_end_matches(')').parse().ok());
     let first_raised = raised.first().and_then(|l| log_time(l));
     let last_answer = log
         .iter()
@@ -603,7 +608,10 @@ fn burst(dir: &Path, rm: u16, t: &mut Table) -> Value {
         "0 lost, 0 dup"
     };
     t.row(
-        &format!("3. burst: {N} sensors cross at once, broker Receive Maximum {rm}"),
+        &format!(
+            "3. burst: {N} sensors cross at once, broker Receive Maximum {rm} (CONNACK: {})",
+            announced_rm.map_or("?".into(), |r| r.to_string())
+        ),
         format!(
             "all answered {total_ms:.0} ms after the first decision (max round trip {max_rtt:.0} ms); {} raised, {} shown, {} answered; lost {lost}, duplicated {duplicated}",
             raised.len(),
@@ -615,6 +623,7 @@ fn burst(dir: &Path, rm: u16, t: &mut Table) -> Value {
     );
     json!({
         "receive_maximum": rm,
+        "receive_maximum_announced": announced_rm,
         "alerts": N,
         "raised": raised.len(),
         "shown_unique": shown_count.len(),
@@ -965,6 +974,39 @@ fn notifier_flood(dir: &Path, t: &mut Table) -> Value {
     })
 }
 
+/// The criterion micro-benchmarks' medians, when `cargo bench --bench
+/// micro` ran before (target/criterion/*/new/{benchmark,estimates}.json).
+fn micro(t: &mut Table) -> Value {
+    let dir = Path::new(common::ROOT).join("target/criterion");
+    let mut out = serde_json::Map::new();
+    let mut rows: Vec<(String, f64)> = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let read = |f: &str| {
+                std::fs::read_to_string(e.path().join("new").join(f))
+                    .ok()
+                    .and_then(|s| serde_json::from_str::<Value>(&s).ok())
+            };
+            let id = read("benchmark.json")?["full_id"].as_str()?.to_string();
+            let ns = read("estimates.json")?["median"]["point_estimate"].as_f64()?;
+            Some((id, ns))
+        })
+        .collect();
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    for (id, ns) in rows {
+        t.row(
+            &format!("micro: {id}"),
+            format!("{ns:.1} ns (criterion median)"),
+            "-",
+            "-",
+        );
+        out.insert(id, json!({ "median_ns": ns }));
+    }
+    Value::Object(out)
+}
+
 // ---------------------------------------------------------------- main
 
 fn machine() -> Value {
@@ -1028,6 +1070,7 @@ fn main() {
     run("binary_size", &mut |_, t| binary_sizes(t));
     run("sweep", &mut |_, t| sweep(t));
     run("notifier", &mut |d, t| notifier_flood(d, t));
+    run("micro", &mut |_, t| micro(t));
     results.insert("machine_at_end".into(), machine());
     results.insert("duration_s".into(), json!(started.elapsed().as_secs_f64()));
 
