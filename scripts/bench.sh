@@ -8,7 +8,9 @@
 #   target/bench/results.md      the table
 #   BENCHMARKS.json              a copy of results.json
 #   BENCHMARKS.md                the table, between its bench:begin/end markers
-# About 5 minutes of measuring on 2 cores, plus the release build.
+# About 3 minutes of measuring on 2 cores (criterion 20 s, e2e about 130 s),
+# plus the release builds (x86_64, aarch64, bench profile): 2-3 minutes when
+# incremental, longer from scratch.
 #
 # Usage: scripts/bench.sh [--no-micro] [--no-aarch64]
 # Environment: BENCH_ONLY=roundtrip,detection,burst_rm20,burst_rm1,footprint,
