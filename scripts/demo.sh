@@ -47,6 +47,7 @@ bash "$root/mosquitto/render-conf.sh" --dir "$work" --port "$port" >"$work/mosqu
 cat >"$work/thermalertd.toml" <<TOML
 # Demo gateway: three simulated sensors whose scripts repeat every 40 s.
 gateway_id = "gw1"
+state_dir = "state"
 
 [mqtt]
 host = "localhost"

@@ -31,6 +31,9 @@ for f in examples/thermalertd*.toml; do
     ./target/debug/thermalertd --config "$scratch/$(basename "$f")" check-config
 done
 
+echo "== systemd unit (verify, security exposure <= 2.0)" >&2
+bash scripts/check-unit.sh target/debug/thermalertd
+
 echo "== demo (bounded)" >&2
 THERMALERT_DEMO_DIR="$scratch/demo" bash scripts/demo.sh --duration 36
 echo "== all checks passed" >&2

@@ -39,7 +39,7 @@ pub enum ConfigError {
     },
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The gateway's name: the second level of every topic, and by
@@ -52,13 +52,34 @@ pub struct Config {
     pub sensors: SensorsConfig,
     #[serde(default, rename = "sensor")]
     pub sensor: Vec<SensorConfig>,
+    /// Where the outbox lives; default `$STATE_DIRECTORY` (systemd's
+    /// `StateDirectory=`) or [`DEFAULT_STATE_DIR`].
+    pub state_dir: Option<PathBuf>,
+    /// Bound of the on-disk outbox (bytes of pending alerts).
+    #[serde(default = "default_outbox_max_bytes")]
+    pub outbox_max_bytes: u64,
+    /// An alert nobody answered within this many seconds is re-published
+    /// with its `escalation` counter incremented; 0 turns escalation off.
+    #[serde(default = "default_ack_timeout")]
+    pub ack_timeout_secs: u32,
+}
+
+/// The state directory when neither `state_dir` nor `$STATE_DIRECTORY` is set.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/thermalert";
+
+fn default_outbox_max_bytes() -> u64 {
+    1024 * 1024
+}
+
+fn default_ack_timeout() -> u32 {
+    300
 }
 
 fn default_prefix() -> String {
     "thermalert".into()
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttConfig {
     pub host: String,
@@ -147,7 +168,7 @@ pub enum Backend {
     Gpio,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SensorsConfig {
     pub backend: Backend,
@@ -160,6 +181,10 @@ pub struct SensorsConfig {
     /// monitored with default thresholds.
     #[serde(default)]
     pub monitor_unconfigured: bool,
+    /// `[sensors.defaults]`: thresholds for sensors monitored without a
+    /// `[[sensor]]` entry.
+    #[serde(default)]
+    pub defaults: DefaultThresholds,
     /// `[sensors.w1]`: the kernel backend's settings.
     #[serde(default)]
     pub w1: W1Config,
@@ -168,8 +193,36 @@ pub struct SensorsConfig {
     pub gpio: GpioConfig,
 }
 
+/// Thresholds for unconfigured sensors (`monitor_unconfigured = true`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DefaultThresholds {
+    pub warning_above: Option<f64>,
+    pub critical_above: Option<f64>,
+    pub warning_below: Option<f64>,
+    pub critical_below: Option<f64>,
+    pub hysteresis: Option<f64>,
+}
+
+impl DefaultThresholds {
+    /// A `[[sensor]]` entry for an unconfigured sensor found on the bus.
+    pub fn sensor(&self, id: &str) -> SensorConfig {
+        SensorConfig {
+            id: id.to_string(),
+            name: None,
+            warning_above: self.warning_above,
+            critical_above: self.critical_above,
+            warning_below: self.warning_below,
+            critical_below: self.critical_below,
+            hysteresis: self.hysteresis.unwrap_or_else(default_hysteresis),
+            resolution: None,
+            sim: None,
+        }
+    }
+}
+
 /// Where the kernel's w1 devices are and how to read them.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct W1Config {
     #[serde(default = "default_w1_root")]
@@ -193,10 +246,15 @@ fn default_w1_root() -> PathBuf {
 }
 
 /// The 1-Wire data pin for the bit-banging backend.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GpioConfig {
-    /// BCM GPIO number of the data line.
+    /// How the pin is driven: `rppal` (Raspberry Pi, /dev/gpiomem) or
+    /// `cdev` (any Linux board: the GPIO character device `chip`, through
+    /// linux-embedded-hal, with the line requested open-drain).
+    #[serde(default)]
+    pub driver: GpioDriver,
+    /// BCM GPIO number of the data line (`rppal`), or line offset on `chip` (`cdev`).
     #[serde(default = "default_gpio_pin")]
     pub pin: u8,
     /// The GPIO character device (named in permission errors).
@@ -211,11 +269,20 @@ pub struct GpioConfig {
 impl Default for GpioConfig {
     fn default() -> Self {
         Self {
+            driver: GpioDriver::default(),
             pin: default_gpio_pin(),
             chip: default_gpio_chip(),
             attempts: default_gpio_attempts(),
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GpioDriver {
+    #[default]
+    Rppal,
+    Cdev,
 }
 
 fn default_gpio_pin() -> u8 {
@@ -235,7 +302,7 @@ fn default_fault_after() -> u32 {
     3
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SensorConfig {
     /// The sensor's ROM id as the kernel names it, e.g. `28-0316a2791dff`.
@@ -275,7 +342,7 @@ impl SensorConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SimConfig {
     /// `[seconds since start, celsius]`: the temperature steps to that value at that time.
@@ -288,7 +355,7 @@ pub struct SimConfig {
     pub faults: Vec<SimFault>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SimFault {
     pub from: f64,
@@ -305,6 +372,9 @@ pub enum SimFaultKind {
     Crc,
     /// The sensor lost power: it reads the 85.000 C power-on value.
     PowerOnReset,
+    /// For tests: a sweep that starts in the window blocks until it ends
+    /// (a hung bus), so the sensor loop stops making progress.
+    Stall,
 }
 
 /// One step of a key path, for locating a key's line in the source.
@@ -369,6 +439,7 @@ impl Config {
     fn resolve_paths(&mut self, base: &Path) {
         let m = &mut self.mqtt;
         for p in [
+            self.state_dir.as_mut(),
             Some(&mut m.ca_file),
             m.client_cert.as_mut(),
             m.client_key.as_mut(),
@@ -381,6 +452,22 @@ impl Config {
                 *p = base.join(&*p);
             }
         }
+    }
+
+    /// The state directory: `state_dir`, else systemd's `$STATE_DIRECTORY`
+    /// (its first entry), else [`DEFAULT_STATE_DIR`].
+    pub fn state_dir(&self) -> PathBuf {
+        if let Some(d) = &self.state_dir {
+            return d.clone();
+        }
+        std::env::var_os("STATE_DIRECTORY")
+            .and_then(|v| {
+                v.to_str()
+                    .and_then(|s| s.split(':').next())
+                    .filter(|s| !s.is_empty())
+                    .map(PathBuf::from)
+            })
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR))
     }
 
     pub fn client_id(&self) -> String {
@@ -425,6 +512,12 @@ impl Config {
             return Err(problem(
                 vec![Key("topic_prefix")],
                 "must be non-empty, without '+', '#' or a leading/trailing '/'",
+            ));
+        }
+        if self.outbox_max_bytes < 4096 {
+            return Err(problem(
+                vec![Key("outbox_max_bytes")],
+                format!("{} is too small: at least 4096", self.outbox_max_bytes),
             ));
         }
         let m = &self.mqtt;
@@ -497,10 +590,17 @@ impl Config {
                 format!("{} is not a BCM GPIO number (0 to 53)", s.gpio.pin),
             ));
         }
-        if self.sensor.is_empty() {
+        if s.monitor_unconfigured {
+            s.defaults
+                .sensor("defaults")
+                .thresholds()
+                .check()
+                .map_err(|(k, msg)| problem(vec![Key("sensors"), Key("defaults"), Key(k)], msg))?;
+        }
+        if self.sensor.is_empty() && !s.monitor_unconfigured {
             return Err(problem(
                 vec![Key("sensors")],
-                "no [[sensor]] configured: add at least one",
+                "no [[sensor]] configured: add at least one, or set monitor_unconfigured = true",
             ));
         }
         for (i, sc) in self.sensor.iter().enumerate() {

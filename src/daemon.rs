@@ -1,8 +1,8 @@
 //! `thermalertd`: CLI -> logging -> config -> sensor thread + MQTT link ->
 //! alerts -> clean shutdown.
 
-use std::collections::{HashMap, VecDeque};
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,11 +19,14 @@ use tokio_util::sync::CancellationToken;
 use crate::alert::{self, AlertLevel, Level, SensorAlarm};
 use crate::backoff::Backoff;
 use crate::config::{self, Config};
+use crate::escalation::Escalator;
 use crate::mqtt::conn::{self, Endpoint, Link};
 use crate::mqtt::payload::{self, Ack, Alert, Reading, Status};
 use crate::mqtt::topics::Topics;
 use crate::mqtt::{tls, CONTENT_TYPE_JSON};
+use crate::outbox::{Item, Outbox};
 use crate::sensor::{self, Sample};
+use crate::systemd::{Heartbeat, Notify, StatusInfo};
 use crate::timefmt;
 
 #[derive(Debug, Parser)]
@@ -84,7 +87,7 @@ pub fn main() -> i32 {
                     return 1;
                 }
             };
-            match rt.block_on(run(cfg, endpoint)) {
+            match rt.block_on(run(cfg, endpoint, &cli.config)) {
                 Ok(()) => 0,
                 Err(e) => {
                     log::error!("{e:#}");
@@ -183,27 +186,6 @@ struct Sweep {
     samples: Vec<Sample>,
 }
 
-/// Something waiting to be published at QoS 2, in order.
-#[derive(Debug, Clone)]
-enum Outgoing {
-    Alert {
-        alert: Alert,
-        raised: Instant,
-    },
-    /// An empty retained message that clears a sensor's retained CRITICAL.
-    ClearRetained {
-        sensor: String,
-    },
-}
-
-struct Outbox {
-    /// Not yet handed to the client.
-    queue: VecDeque<(u64, Outgoing)>,
-    /// Handed to the client, waiting for the QoS 2 handshake to complete.
-    handed: HashMap<u64, Outgoing>,
-    next_seq: u64,
-}
-
 /// Most entries handed to the MQTT client at once; the rest wait in the
 /// outbox, so a long outage cannot block the sensor loop.
 const MAX_HANDED: usize = 64;
@@ -220,10 +202,20 @@ struct Daemon {
     topics: Topics,
     client: AsyncClient,
     alarms: Vec<SensorAlarm>,
+    /// Alerts not yet confirmed by PUBCOMP, mirrored on disk.
     outbox: Outbox,
+    escalator: Escalator,
     /// Correlation data -> alert, until the alert expires.
     awaiting: HashMap<Bytes, Awaiting>,
     connected: bool,
+    /// The last alert raised, for the systemd status line.
+    last_alert: Option<Alert>,
+    /// Whether the first sweep has been judged (then stale retained
+    /// CRITICALs from an earlier run are cleared).
+    swept_once: bool,
+    /// Sensors now CRITICAL: their retained alert and when it was last
+    /// published, to refresh it before its message expiry removes it.
+    critical: HashMap<String, (Alert, Instant)>,
     /// After a refusal, nothing is handed to the client before this.
     hold_until: Option<Instant>,
     done_tx: mpsc::UnboundedSender<(u64, Result<PublishResult, PublishNoticeError>)>,
@@ -249,8 +241,8 @@ fn json_props(expiry: u32) -> PublishProperties {
     }
 }
 
-/// Runs the gateway until SIGTERM or SIGINT.
-pub async fn run(cfg: Config, endpoint: Endpoint) -> anyhow::Result<()> {
+/// Runs the gateway until SIGTERM or SIGINT; SIGHUP reloads `config_path`.
+pub async fn run(cfg: Config, endpoint: Endpoint, config_path: &Path) -> anyhow::Result<()> {
     let topics = Topics::new(&cfg.topic_prefix, &cfg.gateway_id);
     let will = LastWill::new(
         topics.status(),
@@ -276,11 +268,30 @@ pub async fn run(cfg: Config, endpoint: Endpoint) -> anyhow::Result<()> {
         Duration::from_millis(cfg.mqtt.reconnect_min_ms),
         Duration::from_secs(cfg.mqtt.reconnect_max_secs),
     );
-    let driver = tokio::spawn(conn::drive(eventloop, link_tx, backoff, stop.clone()));
+    let mut notify = Notify::from_env();
+    let mqtt_beat = Arc::new(Heartbeat::new("MQTT loop", Instant::now()));
+    let driver = tokio::spawn(conn::drive_with_heartbeat(
+        eventloop,
+        link_tx,
+        backoff,
+        stop.clone(),
+        Some(mqtt_beat.clone()),
+    ));
 
+    let mut backend = sensor::Reopening::open(&cfg);
+    let cfg = adopt_unconfigured(cfg, &mut backend);
     let (sweep_tx, mut sweep_rx) = mpsc::channel::<Sweep>(4);
     let sensors_stop = Arc::new(AtomicBool::new(false));
-    let sensor_thread = spawn_sensor_thread(&cfg, sweep_tx, sensors_stop.clone())?;
+    let sensor_beat = Arc::new(Heartbeat::new("sensor loop", Instant::now()));
+    let (sensors_ctl, sensors_ctl_rx) = std::sync::mpsc::channel::<Config>();
+    let sensor_thread = spawn_sensor_thread(
+        &cfg,
+        Box::new(backend),
+        sweep_tx,
+        sensors_stop.clone(),
+        sensor_beat.clone(),
+        sensors_ctl_rx,
+    )?;
 
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let mut d = Daemon {
@@ -291,13 +302,13 @@ pub async fn run(cfg: Config, endpoint: Endpoint) -> anyhow::Result<()> {
             .collect(),
         topics,
         client,
-        outbox: Outbox {
-            queue: VecDeque::new(),
-            handed: HashMap::new(),
-            next_seq: 0,
-        },
+        outbox: Outbox::open(&cfg.state_dir(), cfg.outbox_max_bytes),
+        escalator: Escalator::new(Some(Duration::from_secs(u64::from(cfg.ack_timeout_secs)))),
         awaiting: HashMap::new(),
         connected: false,
+        last_alert: None,
+        swept_once: false,
+        critical: HashMap::new(),
         hold_until: None,
         done_tx,
         cfg,
@@ -311,21 +322,37 @@ pub async fn run(cfg: Config, endpoint: Endpoint) -> anyhow::Result<()> {
         d.cfg.mqtt.port
     );
 
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut housekeeping = tokio::time::interval(Duration::from_secs(5));
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+    // Often enough to refresh retained CRITICALs well within their expiry.
+    let tick_ms = (u64::from(d.cfg.mqtt.alert_expiry_secs) * 1000 / 4).clamp(250, 5000);
+    let mut housekeeping = tokio::time::interval(Duration::from_millis(tick_ms.min(1000)));
+    let mut watchdog = notify.watchdog_interval().map(tokio::time::interval);
+    notify.ready(|| d.status_info());
     loop {
         tokio::select! {
             _ = sigterm.recv() => { log::info!("SIGTERM: stopping"); break; }
             _ = tokio::signal::ctrl_c() => { log::info!("SIGINT: stopping"); break; }
+            _ = sighup.recv() => {
+                notify.reloading();
+                d.reload(config_path, &sensors_ctl);
+                notify.ready(|| d.status_info());
+            }
             Some(sweep) = sweep_rx.recv() => d.on_sweep(sweep).await,
             Some(link) = link_rx.recv() => d.on_link(link).await,
             Some((seq, res)) = done_rx.recv() => d.on_done(seq, res),
             _ = housekeeping.tick() => d.expire_awaiting(),
+            _ = crate::systemd::tick(&mut watchdog) => {
+                notify.watchdog(Instant::now(), &[&sensor_beat, &mqtt_beat]);
+            }
         }
+        notify.status(|| d.status_info());
     }
 
     // Shutdown: stop the sensors, publish the offline status ourselves,
     // give queued alerts a moment, then disconnect cleanly (no Will).
+    notify.stopping();
     sensors_stop.store(true, Ordering::Relaxed);
     drop(sweep_rx);
     d.shutdown(&mut link_rx, &mut done_rx).await;
@@ -336,29 +363,77 @@ pub async fn run(cfg: Config, endpoint: Endpoint) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Reports sensors on the bus that the config does not name, and
+/// configured ones that are missing; with `monitor_unconfigured`, adds the
+/// former with the default thresholds.
+fn adopt_unconfigured(mut cfg: Config, backend: &mut dyn sensor::Backend) -> Config {
+    let found = match backend.discover() {
+        Ok(f) => f,
+        Err(e) => {
+            log::warn!("cannot list the sensors on the bus: {e}");
+            return cfg;
+        }
+    };
+    for id in &found {
+        if cfg.sensor.iter().any(|s| &s.id == id) {
+            continue;
+        }
+        if cfg.sensors.monitor_unconfigured {
+            log::warn!("sensor {id} is on the bus but not in the config; monitoring it with the default thresholds");
+            let sensor = cfg.sensors.defaults.sensor(id);
+            cfg.sensor.push(sensor);
+        } else {
+            log::warn!(
+                "sensor {id} is on the bus but not in the config: add a [[sensor]] entry to monitor it (or set monitor_unconfigured = true)"
+            );
+        }
+    }
+    for s in cfg.sensor.iter().filter(|s| !found.contains(&s.id)) {
+        log::warn!(
+            "configured sensor {} ({}) is not on the bus",
+            s.display_name(),
+            s.id
+        );
+    }
+    cfg
+}
+
+/// The sensor thread: sweeps every poll interval, takes reloaded
+/// configurations from `reload`, and promises on `beat` when its next
+/// sweep will be done.
 fn spawn_sensor_thread(
     cfg: &Config,
+    mut backend: Box<dyn sensor::Backend>,
     tx: mpsc::Sender<Sweep>,
     stop: Arc<AtomicBool>,
+    beat: Arc<Heartbeat>,
+    reload: std::sync::mpsc::Receiver<Config>,
 ) -> anyhow::Result<std::thread::JoinHandle<()>> {
-    let mut backend = sensor::open(cfg)?;
-    let ids: Vec<String> = cfg.sensor.iter().map(|s| s.id.clone()).collect();
-    let interval = Duration::from_millis(cfg.sensors.poll_interval_ms);
+    let mut ids: Vec<String> = cfg.sensor.iter().map(|s| s.id.clone()).collect();
+    let mut interval = Duration::from_millis(cfg.sensors.poll_interval_ms);
     Ok(std::thread::Builder::new()
         .name("sensors".into())
         .spawn(move || {
             let mut next = Instant::now();
+            beat.due_by(next + backend.sweep_budget(ids.len()));
             while !stop.load(Ordering::Relaxed) {
+                while let Ok(c) = reload.try_recv() {
+                    backend.reconfigure(&c);
+                    ids = c.sensor.iter().map(|s| s.id.clone()).collect();
+                    interval = Duration::from_millis(c.sensors.poll_interval_ms);
+                }
                 let samples = backend.sweep(&ids);
                 if tx.blocking_send(Sweep { samples }).is_err() {
                     return;
                 }
                 next += interval;
                 let now = Instant::now();
+                if next <= now {
+                    next = now;
+                }
+                beat.due_by(next + backend.sweep_budget(ids.len()));
                 if next > now {
                     std::thread::sleep(next - now);
-                } else {
-                    next = now;
                 }
             }
         })?)
@@ -367,9 +442,11 @@ fn spawn_sensor_thread(
 impl Daemon {
     async fn on_sweep(&mut self, sweep: Sweep) {
         let ts = timefmt::now_rfc3339();
-        // Borrowed, not cloned per sample: alerts are queued after the loop.
-        let mut raised = Vec::new();
-        for (i, sample) in sweep.samples.into_iter().enumerate() {
+        for sample in sweep.samples {
+            // By id: a sweep begun before a reload may list other sensors.
+            let Some(i) = self.cfg.sensor.iter().position(|s| s.id == sample.id) else {
+                continue;
+            };
             let Some(sc) = self.cfg.sensor.get(i) else {
                 continue;
             };
@@ -411,28 +488,79 @@ impl Daemon {
                     message: alert::message(sc.display_name(), &dec),
                     escalation: 0,
                 };
-                log_alert(&alert);
+                self.last_alert = Some(alert.clone());
                 if dec.previous == Level::Critical && dec.state != Level::Critical {
-                    raised.push(Outgoing::ClearRetained {
+                    self.critical.remove(&sc.id);
+                    self.outbox.push(Item::ClearRetained {
                         sensor: sc.id.clone(),
                     });
                 }
-                raised.push(Outgoing::Alert {
-                    alert,
-                    raised: Instant::now(),
+                if dec.state == Level::Critical {
+                    self.critical
+                        .insert(sc.id.clone(), (alert.clone(), Instant::now()));
+                }
+                // Logged once stored: the line means it is in the outbox.
+                self.outbox.push(Item::Alert {
+                    alert: alert.clone(),
                 });
+                crate::logging::alert(&alert);
             }
         }
-        for o in raised {
-            self.enqueue(o);
+        if !self.swept_once {
+            // A previous run may have left a retained CRITICAL for a sensor
+            // that is no longer critical (it recovered while the daemon was
+            // down): this process is the truth for its sensors, so clear
+            // every retained alert it does not stand behind.
+            self.swept_once = true;
+            let stale: Vec<String> = self
+                .cfg
+                .sensor
+                .iter()
+                .filter(|s| !self.critical.contains_key(&s.id))
+                .map(|s| s.id.clone())
+                .collect();
+            for sensor in stale {
+                self.outbox.push(Item::ClearRetained { sensor });
+            }
         }
         self.pump();
     }
 
-    fn enqueue(&mut self, o: Outgoing) {
-        let seq = self.outbox.next_seq;
-        self.outbox.next_seq += 1;
-        self.outbox.queue.push_back((seq, o));
+    fn status_info(&self) -> StatusInfo {
+        StatusInfo::new(&self.cfg, self.connected, self.last_alert.as_ref())
+    }
+
+    /// SIGHUP: loads the file again and applies what can change without
+    /// a reconnect; a bad file is logged and the running one kept.
+    fn reload(&mut self, path: &Path, sensors: &std::sync::mpsc::Sender<Config>) {
+        let new = match Config::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                log::error!("reload: invalid configuration, keeping the running one: {e}");
+                return;
+            }
+        };
+        let a = crate::reload::apply(&self.cfg, std::mem::take(&mut self.alarms), new);
+        for key in &a.restart_needed {
+            log::warn!("reload: {key} changed; it needs a restart to take effect");
+        }
+        for sensor in &a.removed_critical {
+            self.critical.remove(sensor);
+            self.outbox.push(Item::ClearRetained {
+                sensor: sensor.clone(),
+            });
+        }
+        log::info!(
+            "reload: configuration reloaded from {}: {}",
+            path.display(),
+            a.summary()
+        );
+        if a.sensors_changed && sensors.send(a.cfg.clone()).is_err() {
+            log::error!("reload: the sensor thread has stopped");
+        }
+        self.cfg = a.cfg;
+        self.alarms = a.alarms;
+        self.pump();
     }
 
     /// Hands queued entries to the client while connected, in order.
@@ -440,18 +568,38 @@ impl Daemon {
         if self.hold_until.is_some_and(|t| Instant::now() < t) {
             return;
         }
-        while self.connected && self.outbox.handed.len() < MAX_HANDED {
-            let Some((seq, o)) = self.outbox.queue.pop_front() else {
+        while self.connected && self.outbox.in_flight() < MAX_HANDED {
+            let Some(entry) = self.outbox.pop() else {
                 return;
             };
-            let (topic, body, opts) = match &o {
-                Outgoing::ClearRetained { sensor } => (
+            let (topic, body, opts) = match &entry.item {
+                Item::ClearRetained { sensor } => (
                     self.topics.alert(sensor),
                     Vec::new(),
                     PublishOptions::new(QoS::ExactlyOnce).retain(true),
                 ),
-                Outgoing::Alert { alert, raised } => {
-                    let waited = raised.elapsed().as_secs();
+                Item::RefreshRetained { alert } => {
+                    // Not escalated: the alert itself was handed and
+                    // tracked when first published.
+                    let (props, corr) = self.alert_props(alert, self.cfg.mqtt.alert_expiry_secs);
+                    self.awaiting.insert(
+                        corr,
+                        Awaiting {
+                            id: alert.id.clone(),
+                            raised: Instant::now(),
+                            answers: 0,
+                        },
+                    );
+                    (
+                        self.topics.alert(&alert.sensor),
+                        payload::encode(alert),
+                        PublishOptions::new(QoS::ExactlyOnce)
+                            .retain(true)
+                            .properties(props),
+                    )
+                }
+                Item::Alert { alert } => {
+                    let waited = entry.waited().as_secs();
                     let expiry = u64::from(self.cfg.mqtt.alert_expiry_secs).saturating_sub(waited);
                     if expiry == 0 {
                         log::error!(
@@ -460,15 +608,15 @@ impl Daemon {
                             alert.level,
                             alert.name
                         );
+                        self.outbox.finish(&entry);
                         continue;
                     }
-                    let mut props = json_props(u32::try_from(expiry).unwrap_or(u32::MAX));
-                    props.response_topic = Some(self.topics.acks());
-                    let corr = Bytes::from(alert.id.clone().into_bytes());
-                    props.correlation_data = Some(corr.clone());
+                    self.escalator.handed(alert);
+                    let (props, corr) =
+                        self.alert_props(alert, u32::try_from(expiry).unwrap_or(u32::MAX));
                     self.awaiting.entry(corr).or_insert_with(|| Awaiting {
                         id: alert.id.clone(),
-                        raised: *raised,
+                        raised: entry.since,
                         answers: 0,
                     });
                     (
@@ -482,55 +630,64 @@ impl Daemon {
             };
             match self.client.try_publish_tracked(topic, body, opts) {
                 Ok(notice) => {
-                    self.outbox.handed.insert(seq, o);
                     let tx = self.done_tx.clone();
-                    tokio::spawn(wait_notice(seq, notice, tx));
+                    tokio::spawn(wait_notice(entry.seq, notice, tx));
+                    self.outbox.handed(entry);
                 }
                 Err(e) => {
                     log::debug!("client queue full ({e}); will retry");
-                    self.outbox.queue.push_front((seq, o));
+                    self.outbox.unpop(entry);
                     return;
                 }
             }
         }
     }
 
+    /// The v5 properties of an alert: expiry, ResponseTopic, CorrelationData.
+    fn alert_props(&self, alert: &Alert, expiry: u32) -> (PublishProperties, Bytes) {
+        let mut props = json_props(expiry);
+        props.response_topic = Some(self.topics.acks());
+        let corr = Bytes::from(alert.id.clone().into_bytes());
+        props.correlation_data = Some(corr.clone());
+        (props, corr)
+    }
+
     fn on_done(&mut self, seq: u64, res: Result<PublishResult, PublishNoticeError>) {
-        let Some(o) = self.outbox.handed.remove(&seq) else {
+        let Some(entry) = self.outbox.take_handed(seq) else {
             return;
         };
-        let what = match &o {
-            Outgoing::Alert { alert, .. } => {
-                format!("alert {} ({} {})", alert.id, alert.level, alert.name)
-            }
-            Outgoing::ClearRetained { sensor } => format!("retained CRITICAL clear for {sensor}"),
-        };
+        let what = entry.item.describe();
         match res {
             Ok(PublishResult::Qos2Completed(_)) => {
-                log::debug!("{what}: delivered to the broker (PUBCOMP)")
+                log::debug!("{what}: delivered to the broker (PUBCOMP)");
+                if let Item::Alert { alert } = &entry.item {
+                    self.escalator.delivered(alert, Instant::now());
+                }
+                self.outbox.finish(&entry);
             }
             Ok(PublishResult::Qos2PubRecRejected(rec)) => {
                 log::error!(
                     "{what}: the broker refused it ({:?}); will retry",
                     rec.reason
                 );
-                self.retry_later(seq, o);
+                self.retry_later(entry);
             }
-            Ok(other) => log::debug!("{what}: {other:?}"),
+            Ok(other) => {
+                log::debug!("{what}: {other:?}");
+                self.outbox.finish(&entry);
+            }
             Err(e) => {
                 log::warn!("{what}: {e}; publishing it again");
-                self.outbox.queue.push_front((seq, o));
-                self.outbox.queue.make_contiguous().sort_by_key(|(s, _)| *s);
+                self.outbox.requeue(entry);
             }
         }
         self.pump();
     }
 
-    fn retry_later(&mut self, seq: u64, o: Outgoing) {
+    fn retry_later(&mut self, entry: crate::outbox::Entry) {
         // A refusal (quota, ACL) may clear: keep the entry, in order, and
         // hold the outbox a while instead of hammering the broker.
-        self.outbox.queue.push_back((seq, o));
-        self.outbox.queue.make_contiguous().sort_by_key(|(s, _)| *s);
+        self.outbox.requeue(entry);
         self.hold_until = Some(Instant::now() + Duration::from_secs(5));
     }
 
@@ -591,6 +748,7 @@ impl Daemon {
             log::warn!("ignoring an answer on {topic} without CorrelationData");
             return;
         };
+        self.escalator.answered(&String::from_utf8_lossy(&corr));
         let Some(w) = self.awaiting.get_mut(&corr) else {
             log::warn!(
                 "ignoring an answer that matches no alert (correlation {:?})",
@@ -600,6 +758,15 @@ impl Daemon {
         };
         w.answers += 1;
         let rtt = w.raised.elapsed();
+        if w.answers > 1 {
+            log::debug!(
+                "alert {} answered again ({} answers) after {:.1} ms",
+                w.id,
+                w.answers,
+                rtt.as_secs_f64() * 1000.0
+            );
+            return;
+        }
         match ack {
             Some(a) => {
                 if a.alert_id != w.id {
@@ -626,6 +793,26 @@ impl Daemon {
     }
 
     fn expire_awaiting(&mut self) {
+        // A retained CRITICAL must outlive its message expiry while the
+        // sensor stays critical: publish it again at half its lifetime.
+        let half = Duration::from_secs(u64::from(self.cfg.mqtt.alert_expiry_secs)) / 2;
+        let due: Vec<Alert> = self
+            .critical
+            .values_mut()
+            .filter(|(_, at)| at.elapsed() >= half)
+            .map(|(a, at)| {
+                *at = Instant::now();
+                a.clone()
+            })
+            .collect();
+        for alert in due {
+            log::debug!(
+                "refreshing the retained CRITICAL {} ({})",
+                alert.id,
+                alert.name
+            );
+            self.outbox.push(Item::RefreshRetained { alert });
+        }
         let keep = Duration::from_secs(u64::from(self.cfg.mqtt.alert_expiry_secs) * 2);
         self.awaiting.retain(|_, w| {
             let alive = w.raised.elapsed() < keep;
@@ -634,6 +821,16 @@ impl Daemon {
             }
             alive
         });
+        for alert in self.escalator.due(Instant::now()) {
+            log::error!(
+                "ESCALATION {} of alert {} ({} {}): no notifier answered; publishing it again",
+                alert.escalation,
+                alert.id,
+                alert.level,
+                alert.name
+            );
+            self.outbox.push(Item::Alert { alert });
+        }
         if !self.connected {
             return;
         }
@@ -647,16 +844,18 @@ impl Daemon {
     ) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
         // Let alerts already queued reach the broker first.
-        while self.connected && !(self.outbox.queue.is_empty() && self.outbox.handed.is_empty()) {
+        while self.connected && self.outbox.queued() + self.outbox.in_flight() > 0 {
             tokio::select! {
                 Some((seq, res)) = done_rx.recv() => self.on_done(seq, res),
                 Some(link) = link_rx.recv() => self.on_link(link).await,
                 () = tokio::time::sleep_until(deadline) => break,
             }
         }
-        let pending = self.outbox.queue.len() + self.outbox.handed.len();
+        let pending = self.outbox.queued() + self.outbox.in_flight();
         if pending > 0 {
-            log::warn!("{pending} alert(s) not yet delivered to the broker at shutdown");
+            log::warn!(
+                "{pending} alert(s) not yet delivered to the broker at shutdown; kept in the outbox"
+            );
         }
         if self.connected {
             let opts = PublishOptions::new(QoS::AtLeastOnce)
@@ -695,22 +894,4 @@ async fn wait_notice(
 ) {
     let res = notice.wait_async().await;
     let _ = tx.send((seq, res));
-}
-
-fn log_alert(a: &Alert) {
-    let line = format!(
-        "ALERT {} {} ({}) celsius={} threshold={} id={}: {}",
-        a.level,
-        a.name,
-        a.sensor,
-        a.celsius.map_or("null".into(), |c| format!("{c:.2}")),
-        a.threshold.map_or("null".into(), |t| format!("{t:.2}")),
-        a.id,
-        a.message
-    );
-    match a.level {
-        AlertLevel::Critical | AlertLevel::Fault => log::error!("{line}"),
-        AlertLevel::Warning => log::warn!("{line}"),
-        AlertLevel::Resolved => log::info!("{line}"),
-    }
 }

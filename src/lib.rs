@@ -11,17 +11,30 @@
 //!   payloads), TLS set-up and the connection supervisor.
 //! - [`daemon`] / [`notifier`]: the two programs; `src/bin/*` only call
 //!   their `main()`.
-//! - [`logging`]: stderr logging with levels.
+//! - [`logging`]: the journal (native protocol, one entry per alert with
+//!   its priority and fields) under systemd, stderr otherwise.
+//! - [`systemd`]: sd_notify (`READY`, `STATUS`, `WATCHDOG`, `RELOADING`,
+//!   `STOPPING`) and the watchdog's heartbeats.
+//! - [`reload`]: what a SIGHUP applies, and what waits for a restart.
+//! - [`outbox`]: the daemon's crash-safe outbox (an append-only log in the
+//!   state directory).
+//! - [`escalation`]: re-publishing alerts nobody answered.
+//! - [`seen`]: the notifier's persistent memory of the alert ids it showed.
 
 pub mod alert;
 pub mod backoff;
 pub mod config;
 pub mod daemon;
+pub mod escalation;
 pub mod logging;
 pub mod mqtt;
 pub mod notifier;
 pub mod onewire;
+pub mod outbox;
+pub mod reload;
+pub mod seen;
 pub mod sensor;
+pub mod systemd;
 pub mod timefmt;
 
 /// Exit code for a configuration error (`EX_CONFIG` from sysexits.h), so a

@@ -6,7 +6,7 @@
 //! its ResponseTopic with its CorrelationData, and never shows the same
 //! alert id twice.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -281,37 +281,10 @@ pub fn main() -> i32 {
     }
 }
 
-/// Remembers the last `cap` alert ids, to show each alert once.
-pub struct Seen {
-    set: HashSet<String>,
-    order: VecDeque<String>,
-    cap: usize,
-}
+pub use crate::seen::Seen;
 
-impl Seen {
-    pub fn new(cap: usize) -> Self {
-        Self {
-            set: HashSet::new(),
-            order: VecDeque::new(),
-            cap,
-        }
-    }
-
-    /// True the first time `id` is offered.
-    pub fn first(&mut self, id: &str) -> bool {
-        if self.set.contains(id) {
-            return false;
-        }
-        self.set.insert(id.to_string());
-        self.order.push_back(id.to_string());
-        while self.order.len() > self.cap {
-            if let Some(old) = self.order.pop_front() {
-                self.set.remove(&old);
-            }
-        }
-        true
-    }
-}
+/// Alert ids remembered to show each alert once.
+const SEEN_CAP: usize = 10_000;
 
 struct Notifier {
     settings: Settings,
@@ -342,10 +315,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         settings.endpoint.port
     );
     let mut n = Notifier {
-        settings,
         client,
-        seen: Seen::new(100_000),
+        seen: Seen::open(&settings.state_dir, SEEN_CAP),
         statuses: HashMap::new(),
+        settings,
     };
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
@@ -430,10 +403,15 @@ impl Notifier {
     }
 
     async fn on_alert(&mut self, topic: &str, p: &rumqttc::Publish, a: Alert) {
-        if self.seen.first(&a.id) {
+        if self.seen.is_new(&a.id, a.escalation) {
             self.show_alert(&a, p.retain);
+            self.seen.record(&a.id, a.escalation);
         } else {
-            log::debug!("alert {} seen before; answering again", a.id);
+            log::debug!(
+                "alert {} (escalation {}) seen before; answering again",
+                a.id,
+                a.escalation
+            );
         }
         let props = p.properties.as_ref();
         let Some(response_topic) = props.and_then(|pr| pr.response_topic.clone()) else {
@@ -536,21 +514,5 @@ impl Notifier {
                 s.reason.map(|r| format!(" ({r})")).unwrap_or_default()
             );
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn seen_reports_each_id_once_and_forgets_the_oldest() {
-        let mut s = Seen::new(2);
-        assert!(s.first("a"));
-        assert!(!s.first("a"));
-        assert!(s.first("b"));
-        assert!(s.first("c"));
-        assert!(s.first("a"), "oldest forgotten past the capacity");
-        assert!(!s.first("c"));
     }
 }

@@ -109,3 +109,107 @@ fn notifier_without_a_ca_file_says_what_is_missing() {
     assert_eq!(out.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--ca-file"));
 }
+
+fn scan(config: &Path) -> (Option<i32>, String) {
+    let out = Command::new(DAEMON)
+        .arg("--config")
+        .arg(config)
+        .arg("scan")
+        .output()
+        .expect("run thermalertd scan");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn scan_explains_a_missing_w1_bus_and_a_missing_gpio_chip() {
+    let d = setup();
+    let src = std::fs::read_to_string(Path::new(ROOT).join("examples/thermalertd-w1.toml"))
+        .expect("read");
+    let p = d.path().join("w1.toml");
+    std::fs::write(
+        &p,
+        src.replace(
+            "/sys/bus/w1/devices",
+            &d.path().join("nope").display().to_string(),
+        ),
+    )
+    .expect("write");
+    let (code, err) = scan(&p);
+    assert_ne!(code, Some(0));
+    assert!(
+        err.contains("w1 bus not found") && err.contains("dtoverlay=w1-gpio"),
+        "{err}"
+    );
+
+    let src = std::fs::read_to_string(Path::new(ROOT).join("examples/thermalertd-gpio.toml"))
+        .expect("read");
+    let p = d.path().join("gpio.toml");
+    let chip = d.path().join("gpiochip9");
+    std::fs::write(
+        &p,
+        src.replace(
+            "pin = 4",
+            &format!("pin = 4\ndriver = \"cdev\"\nchip = \"{}\"", chip.display()),
+        ),
+    )
+    .expect("write");
+    let (code, err) = scan(&p);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("gpiochip9"), "names the device: {err}");
+}
+
+#[test]
+fn scan_lists_sensors_with_their_configured_names() {
+    let d = setup();
+    let root = d.path().join("w1");
+    for (id, t) in [("28-0316a2791dff", 21_500), ("28-0416a2791e0a", -18_062)] {
+        std::fs::create_dir_all(root.join(id)).expect("mkdir");
+        std::fs::write(
+            root.join(id).join("w1_slave"),
+            format!("72 01 4b 46 7f ff 0e 10 57 : crc=57 YES\n72 01 4b 46 7f ff 0e 10 57 t={t}\n"),
+        )
+        .expect("write");
+    }
+    let src = std::fs::read_to_string(Path::new(ROOT).join("examples/thermalertd-w1.toml"))
+        .expect("read");
+    let p = d.path().join("w1.toml");
+    std::fs::write(
+        &p,
+        src.replace("/sys/bus/w1/devices", &root.display().to_string())
+            .replace("bulk_read = true", "bulk_read = false")
+            .replace("28-0416a2791e0a", "28-0516a2791e0b"),
+    )
+    .expect("write");
+    let out = Command::new(DAEMON)
+        .arg("--config")
+        .arg(&p)
+        .arg("scan")
+        .output()
+        .expect("scan");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let freezer = text
+        .lines()
+        .find(|l| l.starts_with("28-0316a2791dff"))
+        .expect("freezer listed");
+    assert!(
+        freezer.contains("21.500") && freezer.contains("yes (freezer)"),
+        "{freezer}"
+    );
+    let other = text
+        .lines()
+        .find(|l| l.starts_with("28-0416a2791e0a"))
+        .expect("unconfigured listed");
+    assert!(
+        other.contains("-18.062") && other.trim_end().ends_with("no"),
+        "{other}"
+    );
+}

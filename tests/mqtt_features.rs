@@ -97,6 +97,42 @@ fn f1_tls_connects_with_the_right_ca() {
     broker.log().wait_contains("as thermalertd-gw1 (p5");
 }
 
+#[test]
+fn f1_tls_client_certificates_when_the_broker_requires_them() {
+    let t = tmp();
+    let pki = Pki::new(
+        &t.path().join("pki"),
+        "thermalert test CA",
+        &["localhost"],
+        &["--client", "gw1", "--client", "observer"],
+    );
+    let (cert, key) = (pki.dir.join("gw1.crt"), pki.dir.join("gw1.key"));
+    let broker = Broker::start_with(
+        &t.path().join("b"),
+        BrokerOpts {
+            pki: Some(pki),
+            extra: &["require_certificate true"],
+            ..Default::default()
+        },
+    );
+    let obs = broker.observe(&["thermalert/+/status"]);
+    // Without a client certificate: refused at the TLS handshake.
+    let plain = daemon(&GwConfig::new(&broker, "gw2").write(&t.path().join("plain")));
+    plain.err.wait_contains("cannot connect to the broker");
+    // With one: connected.
+    let mut cfg = GwConfig::new(&broker, "gw1");
+    cfg.mqtt_extra = format!(
+        "client_cert = \"{}\"\nclient_key = \"{}\"\n",
+        cert.display(),
+        key.display()
+    );
+    let _d = daemon(&cfg.write(t.path()));
+    obs.out.wait("gw1 online", |l| {
+        l.contains("thermalert/gw1/status") && l.contains("\"online\"")
+    });
+    assert_eq!(obs.out.count(|l| l.contains("thermalert/gw2/status")), 0);
+}
+
 // 2. Username/password ---------------------------------------------------------
 
 fn retry_delays(lines: &[String]) -> Vec<f64> {
@@ -141,6 +177,26 @@ fn f2_wrong_password_is_refused_and_retried_with_backoff() {
         d.is_running(),
         "a refused login must not make the daemon exit"
     );
+}
+
+#[test]
+fn f2_password_from_the_systemd_credential_wins_over_the_file() {
+    let t = tmp();
+    let broker = Broker::start(&t.path().join("b"));
+    let obs = broker.observe(&["thermalert/gw1/status"]);
+    let mut cfg = GwConfig::new(&broker, "gw1");
+    let wrong = t.path().join("wrong.pass");
+    std::fs::write(&wrong, "not-the-password\n").expect("write");
+    cfg.password_file = Some(wrong);
+    let creds = t.path().join("creds");
+    std::fs::create_dir_all(&creds).expect("mkdir");
+    std::fs::copy(broker.pass_file("gw1"), creds.join("mqtt-password")).expect("copy");
+    let creds = creds.display().to_string();
+    let _d = daemon_env(
+        &cfg.write(t.path()),
+        &[("CREDENTIALS_DIRECTORY", creds.as_str())],
+    );
+    obs.out.wait("online", |l| l.contains("\"online\""));
 }
 
 #[test]
@@ -245,6 +301,68 @@ fn f4_late_subscriber_sees_status_and_only_current_criticals() {
     assert_eq!(json(&crit[0].payload)["level"], "CRITICAL");
 }
 
+#[test]
+fn f4_retained_critical_outlives_its_message_expiry() {
+    let t = tmp();
+    let broker = Broker::start(&t.path().join("b"));
+    let mut cfg = GwConfig::new(&broker, "gw1");
+    cfg.mqtt_extra = "alert_expiry_secs = 2\n".into();
+    cfg.sensors = sensor("28-00000000000b", "stays", HOT, "[[0.0, 45.0]]");
+    let d = daemon_env(&cfg.write(t.path()), &[("THERMALERT_LOG", "debug")]);
+    // Three refreshes at half the expiry: well past the first publish's expiry.
+    d.err.wait_n("refreshes", 3, WAIT, |l| {
+        l.contains("refreshing the retained CRITICAL")
+    });
+    let late = broker.observe(&["thermalert/gw1/alerts/+", "test/sync/#"]);
+    broker.sync(&late, "late");
+    let got: Vec<Seen> = seen(&late)
+        .into_iter()
+        .filter(|s| s.retain && s.topic.contains("/alerts/"))
+        .collect();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(json(&got[0].payload)["level"], "CRITICAL");
+    assert!(
+        got[0].expiry.is_some_and(|e| e <= 2),
+        "still carries an expiry: {:?}",
+        got[0]
+    );
+    assert_eq!(
+        d.err.count(|l| l.contains("ALERT CRITICAL")),
+        1,
+        "one alert, refreshed, not re-raised"
+    );
+}
+
+#[test]
+fn f4_a_restarted_daemon_clears_a_stale_retained_critical() {
+    let t = tmp();
+    let broker = Broker::start(&t.path().join("b"));
+    let live = broker.observe(&["thermalert/gw1/alerts/+"]);
+    let mut cfg = GwConfig::new(&broker, "gw1");
+    cfg.sensors = sensor("28-00000000000a", "freezer", HOT, "[[0.0, 45.0]]");
+    let mut d = daemon_env(&cfg.write(t.path()), &[("THERMALERT_LOG", "debug")]);
+    live.out.wait("critical", |l| l.contains("CRITICAL"));
+    d.err.wait_contains("delivered to the broker (PUBCOMP)");
+    d.signal("KILL");
+    d.wait_exit(WAIT);
+    // It recovered while the daemon was down: no new alert, but the
+    // retained CRITICAL must not outlive the truth.
+    cfg.sensors = sensor("28-00000000000a", "freezer", HOT, "[[0.0, 20.0]]");
+    let _d = daemon(&cfg.write(t.path()));
+    live.out.wait("retained cleared", |l| {
+        l.starts_with("MSG|thermalert/gw1/alerts/28-00000000000a|") && l.ends_with('|')
+    });
+    let late = broker.observe(&["thermalert/gw1/alerts/+", "test/sync/#"]);
+    broker.sync(&late, "late");
+    assert_eq!(
+        seen(&late)
+            .iter()
+            .filter(|s| s.topic.contains("/alerts/"))
+            .count(),
+        0
+    );
+}
+
 // 5. Last Will ------------------------------------------------------------------
 
 #[test]
@@ -310,9 +428,11 @@ fn f6_alert_expires_for_a_notifier_away_too_long() {
     let obs = broker.observe(&["thermalert/gw1/alerts/+"]);
     let mut cfg = GwConfig::new(&broker, "gw1");
     cfg.mqtt_extra = "alert_expiry_secs = 2\n".into();
-    cfg.sensors = sensor("28-000000000001", "freezer", HOT, "[[0.0, 45.0]]");
+    // A WARNING: not retained, so nothing but the session queue could
+    // deliver it (a CRITICAL is retained and kept fresh on purpose).
+    cfg.sensors = sensor("28-000000000001", "freezer", HOT, "[[0.0, 35.0]]");
     let _d = daemon(&cfg.write(t.path()));
-    let l = obs.out.wait("critical", |l| l.contains("CRITICAL"));
+    let l = obs.out.wait("warning", |l| l.contains("WARNING"));
     let s = parse_seen(&l).expect("line");
     assert!(
         s.expiry.is_some_and(|e| e <= 2),

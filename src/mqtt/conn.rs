@@ -86,7 +86,11 @@ pub fn explain(e: &ConnectionError) -> String {
                 format!("TLS: the broker's certificate is not signed by the CA in ca_file ({text})")
             } else if text.contains("NotValidForName") || text.contains("not valid for name") {
                 format!("TLS: the broker's certificate is not valid for this host name; its SAN must list the host you connect to ({text})")
-            } else if text.contains("Expired") || text.contains("NotValidYet") {
+            } else if text.contains("Expired")
+                || text.contains("NotValidYet")
+                || text.contains("certificate expired")
+                || text.contains("not valid yet")
+            {
                 format!("TLS: the broker's certificate is expired or not yet valid ({text})")
             } else if text.contains("CorruptMessage") || text.contains("InvalidContentType") || text.contains("received corrupt message") {
                 format!("TLS: the server did not answer with TLS (a plaintext listener?) ({text})")
@@ -187,14 +191,38 @@ pub enum Link {
 /// reconnects by itself), and ends once a DISCONNECT has been sent or
 /// `stop` fires while disconnected.
 pub async fn drive(
+    eventloop: rumqttc::EventLoop,
+    tx: tokio::sync::mpsc::Sender<Link>,
+    backoff: crate::backoff::Backoff,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    drive_with_heartbeat(eventloop, tx, backoff, stop, None).await;
+}
+
+/// [`drive`], promising on `beat` when it will report next (for the
+/// systemd watchdog): connected, within 1.5 x keep-alive (a PINGREQ is due
+/// by then); connecting, within the connect timeout; backing off, when the
+/// delay ends.
+pub async fn drive_with_heartbeat(
     mut eventloop: rumqttc::EventLoop,
     tx: tokio::sync::mpsc::Sender<Link>,
     mut backoff: crate::backoff::Backoff,
     stop: tokio_util::sync::CancellationToken,
+    beat: Option<Arc<crate::systemd::Heartbeat>>,
 ) {
     use rumqttc::{Event, Incoming, Outgoing};
     let mut state = ConnLog::default();
+    let promise = |within: Duration| {
+        if let Some(b) = &beat {
+            b.due_by(std::time::Instant::now() + within);
+        }
+    };
     loop {
+        promise(if state.is_connected() {
+            eventloop.options.keep_alive().mul_f32(1.5)
+        } else {
+            eventloop.options.connect_timeout()
+        });
         let polled = tokio::select! {
             p = eventloop.poll() => p,
             () = stop.cancelled(), if !state.is_connected() => return,
@@ -246,11 +274,61 @@ pub async fn drive(
                 if was_connected {
                     let _ = tx.send(Link::Down).await;
                 }
+                promise(delay);
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}
                     () = stop.cancelled() => return,
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(resume: bool) -> Endpoint {
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("protocols")
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+        Endpoint {
+            host: "localhost".into(),
+            port: 8883,
+            client_id: "c".into(),
+            username: Some("u".into()),
+            password: Some("p".into()),
+            tls: Arc::new(tls),
+            keep_alive_secs: 7,
+            connect_timeout: Duration::from_secs(3),
+            session_expiry_secs: 60,
+            receive_maximum: 13,
+            resume_on_start: resume,
+        }
+    }
+
+    #[test]
+    fn options_carry_receive_maximum_session_expiry_and_keep_alive() {
+        let o = endpoint(false).options(None);
+        assert_eq!(
+            o.receive_maximum(),
+            Some(13),
+            "the daemon sends a Receive Maximum"
+        );
+        assert_eq!(o.session_expiry_interval(), Some(60));
+        assert_eq!(o.keep_alive(), Duration::from_secs(7));
+        assert_eq!(o.max_packet_size(), Some(MAX_PACKET));
+        assert!(
+            o.clean_start(),
+            "a new daemon process starts a clean session"
+        );
+        assert!(
+            !endpoint(true).options(None).clean_start(),
+            "the notifier resumes its session"
+        );
     }
 }

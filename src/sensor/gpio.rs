@@ -428,6 +428,21 @@ where
         self.sweep_roms(ids)
     }
 
+    fn reconfigure(&mut self, cfg: &Config) {
+        configure(self, cfg);
+    }
+
+    fn discover(&mut self) -> Result<Vec<String>, BackendError> {
+        let roms = self
+            .search()
+            .map_err(|e| BackendError::Unavailable(format!("1-Wire ROM search failed: {e}")))?;
+        Ok(roms
+            .into_iter()
+            .filter(|r| r.family() == FAMILY_DS18B20)
+            .map(|r| r.to_string())
+            .collect())
+    }
+
     fn scan(&mut self) -> Result<Vec<Found>, BackendError> {
         let none = || {
             BackendError::Unavailable(
@@ -477,9 +492,55 @@ where
     }
 }
 
-/// Opens the rppal pin the config names.
+/// Opens the pin the config names, with the driver it names.
 #[cfg(target_os = "linux")]
 pub fn open(cfg: &Config) -> Result<Box<dyn Backend>, BackendError> {
+    match cfg.sensors.gpio.driver {
+        crate::config::GpioDriver::Rppal => open_rppal(cfg),
+        crate::config::GpioDriver::Cdev => open_cdev(cfg),
+    }
+}
+
+/// Any Linux board: the line is requested from the GPIO character device
+/// as an open-drain output (writing 1 releases it to the pull-up, and
+/// reading returns the line's level), wrapped in linux-embedded-hal's
+/// `CdevPin`. Timing still uses rppal's busy-waiting `Delay`, which is
+/// plain Rust and not tied to the Pi (linux-embedded-hal's `Delay` sleeps
+/// and is tens of microseconds late: too coarse for 1-Wire slots).
+#[cfg(target_os = "linux")]
+fn open_cdev(cfg: &Config) -> Result<Box<dyn Backend>, BackendError> {
+    use linux_embedded_hal::gpio_cdev::{Chip, LineRequestFlags};
+    use linux_embedded_hal::CdevPin;
+    let g = &cfg.sensors.gpio;
+    let unavailable = |what: &str, e: &dyn std::fmt::Display| {
+        let text = e.to_string();
+        let hint = if text.contains("ermission") {
+            ": add the user to the gpio group (or a udev rule for the chip) and restart the service"
+        } else {
+            ""
+        };
+        BackendError::Unavailable(format!("{what} {}: {text}{hint}", g.chip.display()))
+    };
+    let mut chip = Chip::new(&g.chip).map_err(|e| unavailable("cannot open", &e))?;
+    let line = chip
+        .get_line(u32::from(g.pin))
+        .map_err(|e| unavailable(&format!("no line {} on", g.pin), &e))?;
+    let handle = line
+        .request(
+            LineRequestFlags::OUTPUT | LineRequestFlags::OPEN_DRAIN,
+            1,
+            "thermalertd",
+        )
+        .map_err(|e| unavailable(&format!("cannot request line {} on", g.pin), &e))?;
+    let pin = CdevPin::new(handle).map_err(|e| unavailable("cannot use", &e))?;
+    let mut b = GpioBackend::new(pin, rppal::hal::Delay::new(), g.attempts)?;
+    configure(&mut b, cfg);
+    Ok(Box::new(b))
+}
+
+/// The Raspberry Pi: rppal's I/O pin behind the open-drain wrapper.
+#[cfg(target_os = "linux")]
+fn open_rppal(cfg: &Config) -> Result<Box<dyn Backend>, BackendError> {
     use rppal::gpio::{Error as GpioError, Gpio, Mode};
     let g = &cfg.sensors.gpio;
     let gpio = Gpio::new().map_err(|e| match e {

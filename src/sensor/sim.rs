@@ -17,12 +17,19 @@ pub fn value_at(script: &SimConfig, t: f64) -> Result<f64, ReadFault> {
         Some(l) if l > 0.0 => t.rem_euclid(l),
         _ => t,
     };
-    if let Some(f) = script.faults.iter().find(|f| f.from <= t && t < f.until) {
-        return match f.kind {
-            SimFaultKind::Missing => Err(ReadFault::Missing),
-            SimFaultKind::Crc => Err(ReadFault::Crc),
-            SimFaultKind::PowerOnReset => Ok(POWER_ON_RESET_C),
-        };
+    let fault = script
+        .faults
+        .iter()
+        .filter(|f| f.from <= t && t < f.until)
+        .find_map(|f| match f.kind {
+            SimFaultKind::Missing => Some(Err(ReadFault::Missing)),
+            SimFaultKind::Crc => Some(Err(ReadFault::Crc)),
+            SimFaultKind::PowerOnReset => Some(Ok(POWER_ON_RESET_C)),
+            // A stall delays the sweep (see `stall_at`); the read is normal.
+            SimFaultKind::Stall => None,
+        });
+    if let Some(r) = fault {
+        return r;
     }
     Ok(script
         .steps
@@ -33,6 +40,21 @@ pub fn value_at(script: &SimConfig, t: f64) -> Result<f64, ReadFault> {
             || script.steps.first().map_or(DEFAULT_C, |s| s[1]),
             |s| s[1],
         ))
+}
+
+/// A pure script: how many seconds a sweep starting at `t` blocks (a
+/// `stall` fault covering `t`), if any.
+pub fn stall_at(script: &SimConfig, t: f64) -> Option<f64> {
+    let local = match script.loop_secs {
+        Some(l) if l > 0.0 => t.rem_euclid(l),
+        _ => t,
+    };
+    script
+        .faults
+        .iter()
+        .filter(|f| f.kind == SimFaultKind::Stall && f.from <= local && local < f.until)
+        .map(|f| f.until - local)
+        .reduce(f64::max)
 }
 
 pub struct SimBackend {
@@ -63,12 +85,33 @@ impl SimBackend {
 impl Backend for SimBackend {
     fn sweep(&mut self, ids: &[String]) -> Vec<Sample> {
         let t = self.start.elapsed().as_secs_f64();
+        let stall = ids
+            .iter()
+            .filter_map(|id| self.scripts.get(id).and_then(|s| stall_at(s, t)))
+            .reduce(f64::max);
+        let t = match stall {
+            Some(secs) if secs.is_finite() && secs > 0.0 => {
+                log::debug!("sim: sweep stalls for {secs:.1}s");
+                std::thread::sleep(std::time::Duration::from_secs_f64(secs));
+                self.start.elapsed().as_secs_f64()
+            }
+            _ => t,
+        };
         ids.iter()
             .map(|id| Sample {
                 id: id.clone(),
                 read: self.read(id, t),
             })
             .collect()
+    }
+
+    fn reconfigure(&mut self, cfg: &Config) {
+        // Scripts keep their clock: a reload does not restart them.
+        self.scripts = cfg
+            .sensor
+            .iter()
+            .map(|s| (s.id.clone(), s.sim.clone().unwrap_or_default()))
+            .collect();
     }
 
     fn scan(&mut self) -> Result<Vec<Found>, BackendError> {
@@ -120,6 +163,23 @@ mod tests {
         let mut s = script();
         s.loop_secs = Some(10.0);
         assert_eq!(value_at(&s, 13.5), Ok(35.0));
+    }
+
+    #[test]
+    fn a_stall_blocks_until_its_end_and_reads_normally() {
+        let mut s = script();
+        s.faults.push(SimFault {
+            from: 4.0,
+            until: 9.0,
+            kind: SimFaultKind::Stall,
+        });
+        assert_eq!(stall_at(&s, 3.9), None);
+        assert_eq!(stall_at(&s, 4.0), Some(5.0));
+        assert_eq!(stall_at(&s, 8.5), Some(0.5));
+        assert_eq!(stall_at(&s, 9.0), None);
+        assert_eq!(value_at(&s, 5.0), Ok(35.0), "a stall is not a read fault");
+        s.loop_secs = Some(10.0);
+        assert_eq!(stall_at(&s, 14.0), Some(5.0));
     }
 
     #[test]

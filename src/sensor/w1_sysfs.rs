@@ -363,6 +363,20 @@ impl Backend for W1SysfsBackend {
             .collect()
     }
 
+    fn reconfigure(&mut self, cfg: &Config) {
+        for s in &cfg.sensor {
+            if let Some(bits) = s.resolution {
+                if self.wanted.get(&s.id) != Some(&bits) {
+                    self.want_resolution(&s.id, bits);
+                }
+            }
+        }
+    }
+
+    fn discover(&mut self) -> Result<Vec<String>, BackendError> {
+        self.list_devices()
+    }
+
     fn scan(&mut self) -> Result<Vec<Found>, BackendError> {
         let ids = self.list_devices()?;
         let samples = self.sweep(&ids);

@@ -350,7 +350,7 @@ impl Broker {
             .iter()
             .find(|(u, _)| *u == user)
             .map_or("wrong", |(_, p)| p);
-        vec![
+        let mut args: Vec<String> = vec![
             "-V".into(),
             "mqttv5".into(),
             "-h".into(),
@@ -363,7 +363,15 @@ impl Broker {
             user.into(),
             "-P".into(),
             pw.into(),
-        ]
+        ];
+        let cert = self.pki.dir.join(format!("{user}.crt"));
+        if cert.exists() {
+            // Mutual TLS: the user's client certificate, when the PKI has one.
+            let key = self.pki.dir.join(format!("{user}.key"));
+            args.extend(["--cert".into(), cert.display().to_string()]);
+            args.extend(["--key".into(), key.display().to_string()]);
+        }
+        args
     }
 
     /// An independent subscriber (`mosquitto_sub` as `observer`). Each
@@ -375,6 +383,21 @@ impl Broker {
         cmd.args(["-oL", "mosquitto_sub"])
             .args(self.client_args("observer"))
             .args(["-q", "2", "-d", "-F", "MSG|%t|%q|%r|%E|%R|%D|%C|%p"]);
+        for t in topics {
+            cmd.arg("-t").arg(t);
+        }
+        let p = Proc::spawn("mosquitto_sub", cmd);
+        p.out.wait_n("SUBACK", 1, WAIT, |l| l.contains("SUBACK"));
+        p
+    }
+
+    /// Like [`observe`](Self::observe) but as `user`, under the project's
+    /// ACL. Returns once the SUBACK arrived (whatever it granted).
+    pub fn observe_as(&self, user: &str, topics: &[&str]) -> Proc {
+        let mut cmd = Command::new("stdbuf");
+        cmd.args(["-oL", "mosquitto_sub"])
+            .args(self.client_args(user))
+            .args(["-q", "1", "-d", "-F", "MSG|%t|%q|%r|%E|%R|%D|%C|%p"]);
         for t in topics {
             cmd.arg("-t").arg(t);
         }
@@ -471,6 +494,10 @@ pub struct GwConfig {
     pub mqtt_extra: String,
     pub sensors_extra: String,
     pub sensors: String,
+    /// Top-level keys (e.g. `ack_timeout_secs = 2`).
+    pub top_extra: String,
+    /// The daemon's state directory (its outbox); default `<dir>/state-<gateway>`.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl GwConfig {
@@ -491,14 +518,22 @@ impl GwConfig {
                 "warning_above = 30.0\ncritical_above = 40.0",
                 "[[0.0, 20.0]]",
             ),
+            top_extra: String::new(),
+            state_dir: None,
         }
     }
 
     pub fn write(&self, dir: &Path) -> PathBuf {
         std::fs::create_dir_all(dir).expect("mkdir");
+        let state = self
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| dir.join(format!("state-{}", self.gateway)));
         let mut s = format!(
-            "gateway_id = \"{}\"\n\n[mqtt]\nhost = \"{}\"\nport = {}\nca_file = \"{}\"\nkeep_alive_secs = {}\nreconnect_min_ms = 200\nreconnect_max_secs = 2\n",
+            "gateway_id = \"{}\"\nstate_dir = \"{}\"\n{}\n[mqtt]\nhost = \"{}\"\nport = {}\nca_file = \"{}\"\nkeep_alive_secs = {}\nreconnect_min_ms = 200\nreconnect_max_secs = 2\n",
             self.gateway,
+            state.display(),
+            self.top_extra,
             self.host,
             self.port,
             self.ca_file.display(),
