@@ -76,8 +76,7 @@ pub fn main() -> i32 {
                 }
             };
             // Two workers: the outbox fsyncs each alert on a worker, and the
-            // other keeps the MQTT link moving meanwhile; on one thread the
-            // round-trip p99 was 14 ms instead of 3 ms (BENCHMARKS.md).
+            // other keeps the MQTT link moving meanwhile (BENCHMARKS.md).
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
