@@ -222,7 +222,7 @@ if [[ $role == notifier ]]; then
             printf 'topic read thermalert/+/status\n'
             printf 'topic read thermalert/+/alerts/#\n'
             printf 'topic read thermalert/+/sensors/#\n'
-            printf 'topic write thermalert/+/acks\n'
+            printf 'topic readwrite thermalert/+/acks\n'
         } >>"$acl_file"
         printf '%s: added a "user %s" block to %s\n' "$prog" "$name" "$acl_file"
     fi

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # install-deps.sh - install what the demo and the tests need on a Debian,
 # Ubuntu or Raspberry Pi OS machine: Mosquitto and its clients, OpenSSL,
-# coreutils (stdbuf), systemd (systemd-analyze). Skips what is already
+# coreutils (stdbuf), systemd (systemd-analyze), dbus-daemon. Skips what is already
 # there; uses sudo when not root.
 set -euo pipefail
 need=()
@@ -10,6 +10,8 @@ command -v mosquitto_sub >/dev/null 2>&1 || need+=(mosquitto-clients)
 command -v mosquitto_passwd >/dev/null 2>&1 || need+=(mosquitto)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v stdbuf >/dev/null 2>&1 || need+=(coreutils)
+# A private session bus for the desktop-notification test (tests/desktop.rs).
+command -v dbus-daemon >/dev/null 2>&1 || need+=(dbus-daemon)
 # systemd-analyze checks the unit (scripts/check-unit.sh); no running systemd needed.
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 if [[ ${#need[@]} -gt 0 ]]; then

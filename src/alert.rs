@@ -36,6 +36,9 @@ pub enum AlertLevel {
     Critical,
     Resolved,
     Fault,
+    /// A fire drill (`thermalertd drill`): travels like a real alert and
+    /// must be answered, but asks nobody to act.
+    Test,
 }
 
 impl AlertLevel {
@@ -45,6 +48,7 @@ impl AlertLevel {
             AlertLevel::Critical => "CRITICAL",
             AlertLevel::Resolved => "RESOLVED",
             AlertLevel::Fault => "FAULT",
+            AlertLevel::Test => "TEST",
         }
     }
 }

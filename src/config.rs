@@ -52,6 +52,9 @@ pub struct Config {
     pub sensors: SensorsConfig,
     #[serde(default, rename = "sensor")]
     pub sensor: Vec<SensorConfig>,
+    /// `[homeassistant]`: MQTT discovery (off by default).
+    #[serde(default)]
+    pub homeassistant: crate::homeassistant::HomeAssistantConfig,
     /// Where the outbox lives; default `$STATE_DIRECTORY` (systemd's
     /// `StateDirectory=`) or [`DEFAULT_STATE_DIR`].
     pub state_dir: Option<PathBuf>,
@@ -565,6 +568,9 @@ impl Config {
                 "reconnect_min_ms must be at least 1 and not above reconnect_max_secs",
             ));
         }
+        self.homeassistant
+            .check(m.publish_readings)
+            .map_err(|(k, msg)| problem(vec![Key("homeassistant"), Key(k)], msg))?;
         let s = &self.sensors;
         if s.poll_interval_ms < 50 {
             return Err(problem(

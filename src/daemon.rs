@@ -51,6 +51,16 @@ pub enum Command {
     CheckConfig,
     /// List every sensor the configured backend finds.
     Scan,
+    /// Fire drill: publish a TEST alert through the broker, print who
+    /// answered and how fast; exit 1 when nobody answered in time.
+    Drill {
+        /// Seconds to wait for answers.
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+        /// Stop as soon as this many notifiers answered.
+        #[arg(long)]
+        expect: Option<usize>,
+    },
 }
 
 /// The daemon's entry point; returns the process exit code.
@@ -67,6 +77,9 @@ pub fn main() -> i32 {
     match cli.command.unwrap_or(Command::Run) {
         Command::CheckConfig => check_config(&cfg, &cli.config),
         Command::Scan => scan(&cfg),
+        Command::Drill { timeout, expect } => {
+            crate::drill::main(&cfg, &cli.config, Duration::from_secs(timeout), expect)
+        }
         Command::Run => {
             let endpoint = match endpoint(&cfg) {
                 Ok(e) => e,
@@ -220,6 +233,8 @@ struct Daemon {
     /// After a refusal, nothing is handed to the client before this.
     hold_until: Option<Instant>,
     done_tx: mpsc::UnboundedSender<(u64, Result<PublishResult, PublishNoticeError>)>,
+    /// Home Assistant discovery, when enabled.
+    ha: Option<crate::homeassistant::Discoverer>,
 }
 
 fn status_payload(cfg: &Config, state: &str, reason: Option<&str>) -> Vec<u8> {
@@ -230,6 +245,8 @@ fn status_payload(cfg: &Config, state: &str, reason: Option<&str>) -> Vec<u8> {
         ts: (state == "online" || reason == Some("shutdown")).then(timefmt::now_rfc3339),
         version: Some(env!("CARGO_PKG_VERSION").into()),
         sensors: (state == "online").then_some(cfg.sensor.len()),
+        poll_interval_ms: (state == "online").then_some(cfg.sensors.poll_interval_ms),
+        expiry_secs: Some(cfg.mqtt.status_expiry_secs),
     })
 }
 
@@ -312,6 +329,9 @@ pub async fn run(cfg: Config, endpoint: Endpoint, config_path: &Path) -> anyhow:
         critical: HashMap::new(),
         hold_until: None,
         done_tx,
+        ha: cfg.homeassistant.enabled.then(|| {
+            crate::homeassistant::Discoverer::new(crate::homeassistant::Discovery::new(&cfg))
+        }),
         cfg,
     };
     log::info!(
@@ -323,6 +343,13 @@ pub async fn run(cfg: Config, endpoint: Endpoint, config_path: &Path) -> anyhow:
         d.cfg.mqtt.port
     );
 
+    let (cert_tx, mut cert_rx) = mpsc::unbounded_channel();
+    let cert_watch = tokio::spawn(crate::certwatch::watch_daily(
+        d.certificate_files(),
+        move |list| {
+            let _ = cert_tx.send(list);
+        },
+    ));
     use tokio::signal::unix::{signal, SignalKind};
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
@@ -338,18 +365,21 @@ pub async fn run(cfg: Config, endpoint: Endpoint, config_path: &Path) -> anyhow:
             _ = sighup.recv() => {
                 notify.reloading();
                 d.reload(config_path, &sensors_ctl);
+                d.homeassistant_after_reload().await;
                 notify.ready(|| d.status_info());
             }
             Some(sweep) = sweep_rx.recv() => d.on_sweep(sweep).await,
             Some(link) = link_rx.recv() => d.on_link(link).await,
             Some((seq, res)) = done_rx.recv() => d.on_done(seq, res),
             _ = housekeeping.tick() => d.expire_awaiting(),
+            Some(list) = cert_rx.recv() => d.on_expiring_certificates(list),
             _ = crate::systemd::tick(&mut watchdog) => {
                 notify.watchdog(Instant::now(), &[&sensor_beat, &mqtt_beat]);
             }
         }
         notify.status(|| d.status_info());
     }
+    cert_watch.abort();
 
     // Shutdown: stop the sensors, publish the offline status ourselves,
     // give queued alerts a moment, then disconnect cleanly (no Will).
@@ -441,6 +471,31 @@ fn spawn_sensor_thread(
 }
 
 impl Daemon {
+    /// The certificates whose expiry is watched.
+    fn certificate_files(&self) -> Vec<(&'static str, PathBuf)> {
+        let mut files = vec![("CA", self.cfg.mqtt.ca_file.clone())];
+        files.extend(
+            self.cfg
+                .mqtt
+                .client_cert
+                .clone()
+                .map(|c| ("client certificate", c)),
+        );
+        files
+    }
+
+    /// A certificate expires soon: a FAULT alert per certificate.
+    fn on_expiring_certificates(&mut self, list: Vec<crate::certwatch::Expiring>) {
+        for e in &list {
+            let alert = crate::certwatch::alert(&self.cfg.gateway_id, e);
+            self.outbox.push(Item::Alert {
+                alert: alert.clone(),
+            });
+            crate::logging::alert(&alert);
+        }
+        self.pump();
+    }
+
     async fn on_sweep(&mut self, sweep: Sweep) {
         let ts = timefmt::now_rfc3339();
         for sample in sweep.samples {
@@ -562,6 +617,22 @@ impl Daemon {
         self.cfg = a.cfg;
         self.alarms = a.alarms;
         self.pump();
+    }
+
+    /// After a reload, Home Assistant discovery follows the new sensors:
+    /// the exchange runs again (new entities published, removed ones
+    /// cleared).
+    async fn homeassistant_after_reload(&mut self) {
+        if !self.cfg.homeassistant.enabled {
+            self.ha = None;
+            return;
+        }
+        let ha = self.ha.insert(crate::homeassistant::Discoverer::new(
+            crate::homeassistant::Discovery::new(&self.cfg),
+        ));
+        if self.connected {
+            ha.connected(&self.client, false).await;
+        }
     }
 
     /// Hands queued entries to the client while connected, in order.
@@ -721,10 +792,25 @@ impl Daemon {
                 {
                     log::error!("cannot publish the online status: {e}");
                 }
+                if let Some(ha) = &mut self.ha {
+                    ha.connected(&self.client, session_present).await;
+                }
                 self.pump();
             }
-            Link::Down => self.connected = false,
-            Link::Message(p) => self.on_message(&p),
+            Link::Down => {
+                self.connected = false;
+                if let Some(ha) = &mut self.ha {
+                    ha.on_down();
+                }
+            }
+            Link::Message(p) => {
+                if let Some(ha) = &mut self.ha {
+                    if ha.message(&self.client, &p).await {
+                        return;
+                    }
+                }
+                self.on_message(&p)
+            }
         }
     }
 
@@ -751,6 +837,10 @@ impl Daemon {
         };
         self.escalator.answered(&String::from_utf8_lossy(&corr));
         let Some(w) = self.awaiting.get_mut(&corr) else {
+            if crate::drill::is_drill_id(&corr) {
+                log::info!("a notifier answered a fire drill (thermalertd drill)");
+                return;
+            }
             log::warn!(
                 "ignoring an answer that matches no alert (correlation {:?})",
                 String::from_utf8_lossy(&corr)

@@ -11,6 +11,13 @@
 //!   payloads), TLS set-up and the connection supervisor.
 //! - [`daemon`] / [`notifier`]: the two programs; `src/bin/*` only call
 //!   their `main()`.
+//! - [`filter`], [`watch`], [`channels`], [`notifier_status`]: the
+//!   notifier's `--filter`, its watchers of the alerting path, its
+//!   desktop and `--exec` channels, and `thermalert-notifier status`.
+//! - [`certwatch`]: certificate expiry warnings (daemon and notifier).
+//! - [`drill`]: `thermalertd drill`, a TEST alert end to end.
+//! - [`homeassistant`]: Home Assistant MQTT discovery payloads and the
+//!   exchange that publishes and removes them.
 //! - [`logging`]: the journal (native protocol, one entry per alert with
 //!   its priority and fields) under systemd, stderr otherwise.
 //! - [`systemd`]: sd_notify (`READY`, `STATUS`, `WATCHDOG`, `RELOADING`,
@@ -23,12 +30,18 @@
 
 pub mod alert;
 pub mod backoff;
+pub mod certwatch;
+pub mod channels;
 pub mod config;
 pub mod daemon;
+pub mod drill;
 pub mod escalation;
+pub mod filter;
+pub mod homeassistant;
 pub mod logging;
 pub mod mqtt;
 pub mod notifier;
+pub mod notifier_status;
 pub mod onewire;
 pub mod outbox;
 pub mod reload;
@@ -36,6 +49,7 @@ pub mod seen;
 pub mod sensor;
 pub mod systemd;
 pub mod timefmt;
+pub mod watch;
 
 /// Exit code for a configuration error (`EX_CONFIG` from sysexits.h), so a
 /// systemd unit can say `RestartPreventExitStatus=78`.

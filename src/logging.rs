@@ -53,6 +53,7 @@ pub fn alert_priority(level: AlertLevel) -> u8 {
         AlertLevel::Fault => priority::ERR,
         AlertLevel::Warning => priority::WARNING,
         AlertLevel::Resolved => priority::NOTICE,
+        AlertLevel::Test => priority::INFO,
     }
 }
 
@@ -72,7 +73,7 @@ pub fn alert_level(level: AlertLevel) -> Level {
     match level {
         AlertLevel::Critical | AlertLevel::Fault => Level::Error,
         AlertLevel::Warning => Level::Warn,
-        AlertLevel::Resolved => Level::Info,
+        AlertLevel::Resolved | AlertLevel::Test => Level::Info,
     }
 }
 

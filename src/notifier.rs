@@ -6,7 +6,7 @@
 //! its ResponseTopic with its CorrelationData, and never shows the same
 //! alert id twice.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -73,6 +73,23 @@ pub struct Cli {
     /// One JSON object per line instead of readable lines.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub channels: crate::channels::ChannelArgs,
+    #[command(subcommand)]
+    pub command: Option<NotifierCommand>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum NotifierCommand {
+    /// Print every known gateway (online or offline, since when) and every
+    /// active alert from the broker's retained messages, then exit: 0 when
+    /// all is well, 1 when a gateway is offline, an alert is active, or no
+    /// gateway is known.
+    Status {
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+    },
 }
 
 /// The notifier's settings; every key optional, flags win over the file.
@@ -101,6 +118,8 @@ pub struct Settings {
     pub prefix: String,
     pub json: bool,
     pub state_dir: PathBuf,
+    /// The CA file and client certificate, watched for expiry.
+    pub cert_files: Vec<(&'static str, PathBuf)>,
 }
 
 fn default_state_dir() -> PathBuf {
@@ -184,6 +203,8 @@ impl Settings {
                 "--ca-file (the CA that signed the broker's certificate)",
             ))?;
         let cert = cli.client_cert.clone().or(f.client_cert);
+        let mut cert_files = vec![("CA", ca_file.clone())];
+        cert_files.extend(cert.clone().map(|c| ("client certificate", c)));
         let key = cli.client_key.clone().or(f.client_key);
         let tls =
             tls::client_config(&ca_file, cert.as_deref().zip(key.as_deref())).map_err(|e| {
@@ -245,6 +266,7 @@ impl Settings {
                 .clone()
                 .or(f.state_dir)
                 .unwrap_or_else(default_state_dir),
+            cert_files,
         })
     }
 }
@@ -260,9 +282,18 @@ pub fn main() -> i32 {
             return crate::EXIT_CONFIG;
         }
     };
-    // One thread: every task here is a short step between awaits, and
-    // cross-thread wake-ups cost more CPU than they save (BENCHMARKS.md).
-    let rt = match tokio::runtime::Builder::new_current_thread()
+    if let Some(NotifierCommand::Status { timeout }) = cli.command {
+        return crate::notifier_status::main(settings, Duration::from_secs(timeout));
+    }
+    let channels = match cli.channels.resolve() {
+        Ok(c) => c,
+        Err(e) => {
+            log::error!("invalid configuration: {e}");
+            return crate::EXIT_CONFIG;
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
     {
@@ -272,7 +303,7 @@ pub fn main() -> i32 {
             return 1;
         }
     };
-    match rt.block_on(run(settings)) {
+    match rt.block_on(run_with(settings, channels)) {
         Ok(()) => 0,
         Err(e) => {
             log::error!("{e:#}");
@@ -291,9 +322,35 @@ struct Notifier {
     client: AsyncClient,
     seen: Seen,
     statuses: HashMap<String, String>,
+    channels: crate::channels::Channels,
+    watch: crate::watch::Watch,
+    /// Alerts whose --exec hook runs (answered when it ends), and the
+    /// answers of finished hooks (for repeats).
+    hooks_running: HashSet<String>,
+    hook_results: HashMap<String, &'static str>,
+    hook_tx: mpsc::UnboundedSender<HookDone>,
+    /// In a share group: alerts another member answered `delivered`.
+    answered_elsewhere: Seen,
 }
 
+/// A finished --exec hook, to be answered from the MQTT loop.
+struct HookDone {
+    alert_id: String,
+    response_topic: String,
+    correlation: Option<bytes::Bytes>,
+    outcome: crate::channels::HookOutcome,
+}
+
+/// Runs the notifier with only the terminal as its channel.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    run_with(settings, crate::channels::Channels::default()).await
+}
+
+/// Runs the notifier with `channels` until SIGTERM or SIGINT.
+pub async fn run_with(
+    settings: Settings,
+    channels: crate::channels::Channels,
+) -> anyhow::Result<()> {
     let mut options = settings.endpoint.options(None);
     // A restarted notifier has no local session state but wants what the
     // broker queued for it; duplicates are filtered by alert id.
@@ -314,23 +371,43 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         settings.endpoint.host,
         settings.endpoint.port
     );
+    let cert_watch = tokio::spawn(crate::certwatch::watch_daily(
+        settings.cert_files.clone(),
+        |_| {},
+    ));
+    let (hook_tx, mut hook_rx) = mpsc::unbounded_channel();
     let mut n = Notifier {
         client,
         seen: Seen::open(&settings.state_dir, SEEN_CAP),
         statuses: HashMap::new(),
+        watch: crate::watch::Watch::new(channels.watch),
+        channels,
+        hooks_running: HashSet::new(),
+        hook_results: HashMap::new(),
+        hook_tx,
+        answered_elsewhere: Seen::new(100_000),
         settings,
     };
+    // Not connected yet: the broker grace period runs from the start.
+    n.watch.on_link_down(std::time::Instant::now());
+    let mut watch_tick = tokio::time::interval(Duration::from_millis(250));
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         tokio::select! {
             _ = sigterm.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
+            Some(done) = hook_rx.recv() => n.on_hook_done(done).await,
+            _ = watch_tick.tick() => {
+                let events = n.watch.tick(std::time::Instant::now());
+                n.on_watch(events);
+            }
             link = link_rx.recv() => match link {
                 Some(l) => n.on_link(l).await,
                 None => break,
             },
         }
     }
+    cert_watch.abort();
     let _ = n.client.disconnect().await;
     stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(2), driver).await;
@@ -343,17 +420,43 @@ impl Notifier {
             Link::Connected {
                 session_present, ..
             } => {
+                let events = self.watch.on_link_up(std::time::Instant::now());
+                self.on_watch(events);
                 if session_present {
                     log::info!("session resumed: subscriptions kept");
+                    if self.channels.share_group.is_some() {
+                        // Some brokers (Mosquitto 2.0.11 after a restart
+                        // from its persistence file) resume the session
+                        // without its shared subscriptions: subscribe again
+                        // (idempotent; retained messages never go to shared
+                        // subscriptions).
+                        let f = self.channels.alerts_filter(&self.settings.prefix);
+                        if let Err(e) = self.client.subscribe(f, QoS::ExactlyOnce).await {
+                            log::error!("cannot renew the shared subscription: {e}");
+                        }
+                    }
                     return;
                 }
                 let filters = [
-                    topics::all_alerts(&self.settings.prefix),
+                    self.channels.alerts_filter(&self.settings.prefix),
                     topics::all_statuses(&self.settings.prefix),
                 ];
+                // Readings at QoS 0, only to notice when they stop.
+                let readings = topics::all_readings(&self.settings.prefix);
+                // In a share group, the other members' answers.
+                let acks = self
+                    .channels
+                    .share_group
+                    .as_ref()
+                    .map(|_| topics::all_acks(&self.settings.prefix));
                 let subs = filters
                     .iter()
-                    .map(|f| rumqttc::SubscribeFilterInput::new(f.clone(), QoS::ExactlyOnce));
+                    .map(|f| rumqttc::SubscribeFilterInput::new(f.clone(), QoS::ExactlyOnce))
+                    .chain([rumqttc::SubscribeFilterInput::new(
+                        readings,
+                        QoS::AtMostOnce,
+                    )])
+                    .chain(acks.map(|a| rumqttc::SubscribeFilterInput::new(a, QoS::AtLeastOnce)));
                 match self.client.subscribe_many_tracked(subs).await {
                     Ok(notice) => {
                         let what = filters.join(", ");
@@ -367,7 +470,7 @@ impl Notifier {
                     Err(e) => log::error!("cannot subscribe: {e}"),
                 }
             }
-            Link::Down => {}
+            Link::Down => self.watch.on_link_down(std::time::Instant::now()),
             Link::Message(p) => self.on_message(*p).await,
         }
     }
@@ -394,8 +497,29 @@ impl Notifier {
                     return;
                 }
                 match payload::decode::<Status>(&p.payload) {
-                    Ok(s) => self.on_status(gateway, s, p.retain),
+                    Ok(s) => {
+                        let events = self.watch.on_status(gateway, &s, std::time::Instant::now());
+                        self.on_status(gateway, s, p.retain);
+                        self.on_watch(events);
+                    }
                     Err(e) => log::warn!("skipping a malformed status on {topic}: {e}"),
+                }
+            }
+            Parsed::Reading { gateway, .. } => {
+                if !self.watch.armed(gateway) {
+                    log::info!("watching the readings of gateway {gateway}");
+                }
+                let events = self.watch.on_reading(gateway, std::time::Instant::now());
+                self.on_watch(events);
+            }
+            Parsed::Acks { .. } => {
+                // Another member of the share group answered: a copy of
+                // that alert reaching us later (a bridge re-sending its
+                // retained messages, a retained refresh) is not shown again.
+                if let Ok(ack) = payload::decode::<Ack>(&p.payload) {
+                    if ack.status == "delivered" && ack.by != self.settings.endpoint.client_id {
+                        self.answered_elsewhere.first(&ack.alert_id);
+                    }
                 }
             }
             Parsed::Other => log::debug!("ignoring {topic}"),
@@ -403,9 +527,27 @@ impl Notifier {
     }
 
     async fn on_alert(&mut self, topic: &str, p: &rumqttc::Publish, a: Alert) {
-        if self.seen.is_new(&a.id, a.escalation) {
-            self.show_alert(&a, p.retain);
+        if !self.channels.filter.accepts(&a) {
+            log::debug!(
+                "alert {} not for this notifier (--filter): not shown, not answered",
+                a.id
+            );
+            return;
+        }
+        let first = self.seen.is_new(&a.id, a.escalation);
+        if first && !self.answered_elsewhere.is_new(&a.id, a.escalation) {
+            log::info!(
+                "alert {} already answered by another notifier of the share group; not shown",
+                a.id
+            );
+            return;
+        }
+        if first {
+            self.show_alert(&a, p.retain, "alert");
             self.seen.record(&a.id, a.escalation);
+            if let Some(d) = &self.channels.desktop {
+                d.show(&a);
+            }
         } else {
             log::debug!(
                 "alert {} (escalation {}) seen before; answering again",
@@ -421,14 +563,105 @@ impl Notifier {
             );
             return;
         };
+        let correlation = props.and_then(|pr| pr.correlation_data.clone());
+        let status = if let Some(hook) = self.channels.exec.clone() {
+            if self.hooks_running.contains(&a.id) {
+                // Its hook answers when it ends.
+                return;
+            }
+            // A new alert, or an escalation of one, runs the hook (again).
+            match self.hook_results.get(&a.id).filter(|_| !first) {
+                Some(status) => *status,
+                None => {
+                    // Off the MQTT loop; answered from on_hook_done.
+                    self.hooks_running.insert(a.id.clone());
+                    let tx = self.hook_tx.clone();
+                    tokio::spawn(async move {
+                        let outcome = hook.run(&a).await;
+                        let _ = tx.send(HookDone {
+                            alert_id: a.id,
+                            response_topic,
+                            correlation,
+                            outcome,
+                        });
+                    });
+                    return;
+                }
+            }
+        } else {
+            "delivered"
+        };
+        self.answer(&a.id, response_topic, correlation, status)
+            .await;
+    }
+
+    async fn on_hook_done(&mut self, d: HookDone) {
+        self.hooks_running.remove(&d.alert_id);
+        match &d.outcome {
+            crate::channels::HookOutcome::Delivered => {
+                log::info!("hook for alert {} succeeded", d.alert_id)
+            }
+            crate::channels::HookOutcome::Failed(why) => {
+                log::warn!("hook for alert {} failed: {why}", d.alert_id)
+            }
+        }
+        if self.hook_results.len() >= 10_000 {
+            self.hook_results.clear();
+        }
+        self.hook_results
+            .insert(d.alert_id.clone(), d.outcome.status());
+        self.answer(
+            &d.alert_id,
+            d.response_topic,
+            d.correlation,
+            d.outcome.status(),
+        )
+        .await;
+    }
+
+    /// Shows and notifies the watchers' events; they are not answered
+    /// (nobody asked), but --exec hooks run for them.
+    fn on_watch(&mut self, events: Vec<crate::watch::Event>) {
+        for e in events {
+            let a = crate::channels::watch_alert(&e);
+            if !self.channels.filter.accepts(&a) {
+                continue;
+            }
+            if e.is_alarm() {
+                log::error!("watch: {}", a.message);
+            } else {
+                log::info!("watch: {}", a.message);
+            }
+            self.show_alert(&a, false, "watch");
+            if let Some(d) = &self.channels.desktop {
+                d.show(&a);
+            }
+            if let Some(hook) = self.channels.exec.clone() {
+                tokio::spawn(async move {
+                    if let crate::channels::HookOutcome::Failed(why) = hook.run(&a).await {
+                        log::warn!("hook for {} failed: {why}", a.id);
+                    }
+                });
+            }
+        }
+    }
+
+    /// Publishes the answer to an alert on its ResponseTopic.
+    async fn answer(
+        &self,
+        alert_id: &str,
+        response_topic: String,
+        correlation: Option<bytes::Bytes>,
+        status: &str,
+    ) {
         let ack = Ack {
-            alert_id: a.id.clone(),
-            status: "delivered".into(),
+            alert_id: alert_id.to_string(),
+            status: status.into(),
             by: self.settings.endpoint.client_id.clone(),
             ts: timefmt::now_rfc3339(),
         };
         let props = PublishProperties {
-            correlation_data: props.and_then(|pr| pr.correlation_data.clone()),
+            correlation_data: correlation,
             content_type: Some(CONTENT_TYPE_JSON.into()),
             payload_format_indicator: Some(1),
             ..Default::default()
@@ -442,7 +675,7 @@ impl Notifier {
         {
             Ok(notice) => {
                 let client = self.client.clone();
-                let id = a.id.clone();
+                let id = alert_id.to_string();
                 tokio::spawn(async move {
                     match notice.wait_async().await {
                         Ok(_) => {}
@@ -458,15 +691,15 @@ impl Notifier {
                     }
                 });
             }
-            Err(e) => log::error!("cannot answer alert {}: {e}", a.id),
+            Err(e) => log::error!("cannot answer alert {alert_id}: {e}"),
         }
     }
 
-    fn show_alert(&self, a: &Alert, retained: bool) {
+    fn show_alert(&self, a: &Alert, retained: bool, kind: &str) {
         if self.settings.json {
             let mut v = serde_json::to_value(a).unwrap_or_default();
             if let Some(o) = v.as_object_mut() {
-                o.insert("type".into(), "alert".into());
+                o.insert("type".into(), kind.into());
                 o.insert("retained".into(), retained.into());
             }
             println!("{v}");
@@ -477,6 +710,7 @@ impl Notifier {
             AlertLevel::Fault => "??",
             AlertLevel::Warning => "! ",
             AlertLevel::Resolved => "ok",
+            AlertLevel::Test => "TT",
         };
         println!(
             "{} {mark} {:<8} {}/{} ({}) {}{}: {}",
@@ -487,7 +721,11 @@ impl Notifier {
             a.sensor,
             a.celsius
                 .map_or_else(|| "--".to_string(), |c| format!("{c:.2} C")),
-            if retained { " [retained]" } else { "" },
+            match (retained, kind) {
+                (true, _) => " [retained]",
+                (false, "watch") => " [watch]",
+                _ => "",
+            },
             a.message
         );
     }

@@ -58,6 +58,13 @@ pub struct Status {
     pub version: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sensors: Option<usize>,
+    /// The gateway's poll interval: readings are due this often (online only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll_interval_ms: Option<u64>,
+    /// The message expiry this status was published with; with the
+    /// remaining expiry a subscriber receives, it dates a Will.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiry_secs: Option<u32>,
 }
 
 /// A reading, on `<prefix>/<gateway>/sensors/<sensor>/reading`.

@@ -41,11 +41,23 @@ pub fn all_statuses(prefix: &str) -> String {
     format!("{prefix}/+/status")
 }
 
+/// Subscription filter for every gateway's readings.
+pub fn all_readings(prefix: &str) -> String {
+    format!("{prefix}/+/sensors/+/reading")
+}
+
+/// Subscription filter for every gateway's answers.
+pub fn all_acks(prefix: &str) -> String {
+    format!("{prefix}/+/acks")
+}
+
 /// What a topic received by the notifier is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Parsed<'a> {
     Status { gateway: &'a str },
     Alert { gateway: &'a str, sensor: &'a str },
+    Reading { gateway: &'a str, sensor: &'a str },
+    Acks { gateway: &'a str },
     Other,
 }
 
@@ -58,6 +70,8 @@ pub fn parse<'a>(prefix: &str, topic: &'a str) -> Parsed<'a> {
     match parts.as_slice() {
         [gateway, "status"] => Parsed::Status { gateway },
         [gateway, "alerts", sensor] => Parsed::Alert { gateway, sensor },
+        [gateway, "sensors", sensor, "reading"] => Parsed::Reading { gateway, sensor },
+        [gateway, "acks"] => Parsed::Acks { gateway },
         _ => Parsed::Other,
     }
 }
@@ -84,7 +98,17 @@ mod tests {
             parse("thermalert", &t.status()),
             Parsed::Status { gateway: "gw1" }
         );
-        assert_eq!(parse("thermalert", &t.acks()), Parsed::Other);
+        assert_eq!(
+            parse("thermalert", &t.acks()),
+            Parsed::Acks { gateway: "gw1" }
+        );
+        assert_eq!(
+            parse("thermalert", &t.reading("28-1")),
+            Parsed::Reading {
+                gateway: "gw1",
+                sensor: "28-1"
+            }
+        );
         assert_eq!(parse("thermalert", "thermalertx/gw1/status"), Parsed::Other);
     }
 }

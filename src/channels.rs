@@ -1,0 +1,373 @@
+//! The notifier's channels beyond its terminal: desktop notifications
+//! (freedesktop notifications over D-Bus) and `--exec CMD` hooks. Both run
+//! off the MQTT loop, in their own tasks.
+
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Semaphore;
+
+use crate::alert::AlertLevel;
+use crate::mqtt::payload::{self, Alert};
+
+/// How many hooks may run at once; further alerts wait for a slot.
+pub const MAX_CONCURRENT_HOOKS: usize = 4;
+
+/// The environment a hook gets, besides the alert as JSON on stdin.
+pub fn hook_env(a: &Alert) -> Vec<(&'static str, String)> {
+    vec![
+        ("THERMALERT_ID", a.id.clone()),
+        ("THERMALERT_LEVEL", a.level.as_str().to_string()),
+        ("THERMALERT_GATEWAY", a.gateway.clone()),
+        ("THERMALERT_SENSOR", a.sensor.clone()),
+        ("THERMALERT_NAME", a.name.clone()),
+        (
+            "THERMALERT_CELSIUS",
+            a.celsius.map_or_else(String::new, |c| format!("{c:.2}")),
+        ),
+        ("THERMALERT_MESSAGE", a.message.clone()),
+    ]
+}
+
+/// How a hook ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HookOutcome {
+    /// Exit status 0: the answer says `delivered`.
+    Delivered,
+    /// Anything else: the answer says `failed`, so the gateway escalates.
+    Failed(String),
+}
+
+impl HookOutcome {
+    pub fn status(&self) -> &'static str {
+        match self {
+            HookOutcome::Delivered => "delivered",
+            HookOutcome::Failed(_) => "failed",
+        }
+    }
+}
+
+/// `--exec CMD`: runs `sh -c CMD` per alert.
+#[derive(Debug, Clone)]
+pub struct ExecHook {
+    pub command: String,
+    pub timeout: Duration,
+    slots: Arc<Semaphore>,
+}
+
+impl ExecHook {
+    pub fn new(command: String, timeout: Duration) -> Self {
+        Self {
+            command,
+            timeout,
+            slots: Arc::new(Semaphore::new(MAX_CONCURRENT_HOOKS)),
+        }
+    }
+
+    /// Runs the hook for `a` and waits for it (at most `timeout` once it
+    /// started). On timeout its whole process group is killed.
+    pub async fn run(&self, a: &Alert) -> HookOutcome {
+        let Ok(_slot) = self.slots.acquire().await else {
+            return HookOutcome::Failed("hook slots closed".into());
+        };
+        let mut cmd = tokio::process::Command::new("sh");
+        cmd.arg("-c")
+            .arg(&self.command)
+            .envs(hook_env(a))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => return HookOutcome::Failed(format!("cannot start sh: {e}")),
+        };
+        let pid = child.id();
+        if let Some(mut stdin) = child.stdin.take() {
+            let mut body = payload::encode(a);
+            body.push(b'\n');
+            // A hook that does not read its stdin is fine.
+            let _ = stdin.write_all(&body).await;
+        }
+        match tokio::time::timeout(self.timeout, child.wait_with_output()).await {
+            Ok(Ok(out)) => {
+                for (what, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+                    let text = String::from_utf8_lossy(bytes);
+                    let text = text.trim();
+                    if !text.is_empty() {
+                        log::info!(
+                            "hook for alert {} {what}: {}",
+                            a.id,
+                            text.chars().take(1000).collect::<String>()
+                        );
+                    }
+                }
+                if out.status.success() {
+                    HookOutcome::Delivered
+                } else {
+                    HookOutcome::Failed(format!("exited with {}", out.status))
+                }
+            }
+            Ok(Err(e)) => HookOutcome::Failed(format!("cannot wait for the hook: {e}")),
+            Err(_) => {
+                if let Some(pid) = pid {
+                    // Also its children (a mailer, curl): the whole group.
+                    let _ = tokio::process::Command::new("kill")
+                        .args(["-KILL", "--", &format!("-{pid}")])
+                        .stderr(Stdio::null())
+                        .status()
+                        .await;
+                }
+                HookOutcome::Failed(format!("timed out after {:?}", self.timeout))
+            }
+        }
+    }
+}
+
+/// Freedesktop desktop notifications. When no notification service can be
+/// reached, says so once and carries on (the terminal still shows alerts).
+#[derive(Debug, Clone, Default)]
+pub struct Desktop {
+    warned: Arc<AtomicBool>,
+}
+
+/// The notification's title line.
+pub fn summary(a: &Alert) -> String {
+    match a.level {
+        AlertLevel::Test => format!("TEST (fire drill) from {}", a.gateway),
+        _ => format!("{} {} on {}", a.level, a.name, a.gateway),
+    }
+}
+
+impl Desktop {
+    /// Shows `a` in a task of its own; never blocks the caller.
+    pub fn show(&self, a: &Alert) {
+        let warned = self.warned.clone();
+        let summary = summary(a);
+        let body = a.message.clone();
+        let critical = a.level == AlertLevel::Critical;
+        tokio::spawn(async move {
+            let res = tokio::time::timeout(
+                Duration::from_secs(5),
+                show_notification(summary, body, critical),
+            )
+            .await;
+            let err = match res {
+                Ok(Ok(())) => return,
+                Ok(Err(e)) => e,
+                Err(_) => "no answer from the notification service in 5 s".into(),
+            };
+            if !warned.swap(true, Ordering::Relaxed) {
+                log::warn!(
+                    "desktop notifications unavailable ({err}); alerts are still printed here (--no-desktop turns this off)"
+                );
+            } else {
+                log::debug!("desktop notification failed: {err}");
+            }
+        });
+    }
+}
+
+#[cfg(target_os = "linux")]
+async fn show_notification(summary: String, body: String, critical: bool) -> Result<(), String> {
+    use notify_rust::{Notification, Timeout, Urgency};
+    let mut n = Notification::new();
+    n.appname("thermalert")
+        .summary(&summary)
+        .body(&body)
+        .urgency(if critical {
+            Urgency::Critical
+        } else {
+            Urgency::Normal
+        });
+    if critical {
+        // Stays until dismissed.
+        n.timeout(Timeout::Never);
+    }
+    n.show_async().await.map(|_| ()).map_err(|e| e.to_string())
+}
+
+#[cfg(not(target_os = "linux"))]
+async fn show_notification(_summary: String, _body: String, _critical: bool) -> Result<(), String> {
+    Err("desktop notifications are only built on Linux".into())
+}
+
+/// The notifier's options for its channels, filter and watchers
+/// (command line only).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ChannelArgs {
+    /// Run CMD with `sh -c` for each new alert: the alert as JSON on stdin
+    /// and in THERMALERT_* environment variables; exit status 0 answers
+    /// `delivered`, anything else (or the timeout) `failed`.
+    #[arg(long, value_name = "CMD")]
+    pub exec: Option<String>,
+    /// Seconds a --exec hook may run before it is killed and counts as failed.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub exec_timeout: u64,
+    /// Handle only some alerts: gateway=NAME, sensor=ID_OR_NAME, level>=LEVEL
+    /// (repeatable; same key: any of them, different keys: all).
+    #[arg(long = "filter", value_name = "COND")]
+    pub filter: Vec<String>,
+    /// No desktop notifications.
+    #[arg(long)]
+    pub no_desktop: bool,
+    /// Alarm when the broker connection is down for longer than this.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub broker_grace_secs: u64,
+    /// Alarm when an online gateway sends no reading for this many of its poll intervals.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub stale_intervals: u32,
+    /// ... or for this long, when the gateway does not announce its poll interval.
+    #[arg(long, value_name = "SECS", default_value_t = 120)]
+    pub stale_after_secs: u64,
+    /// Share the alerts with the other notifiers of this group (MQTT v5
+    /// shared subscription `$share/NAME/<prefix>/+/alerts/+`): each alert
+    /// goes to one of them. Status and readings are still seen by all.
+    #[arg(long, value_name = "NAME")]
+    pub share_group: Option<String>,
+}
+
+/// The resolved channels.
+#[derive(Debug, Clone, Default)]
+pub struct Channels {
+    pub exec: Option<ExecHook>,
+    pub desktop: Option<Desktop>,
+    pub filter: crate::filter::Filter,
+    pub watch: crate::watch::WatchConfig,
+    pub share_group: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    #[error("--filter {0}")]
+    Filter(#[from] crate::filter::FilterError),
+    #[error("--share-group {0:?}: use letters, digits, '-' and '_'")]
+    ShareGroup(String),
+}
+
+impl Channels {
+    /// The subscription filter for alerts: shared when in a group.
+    pub fn alerts_filter(&self, prefix: &str) -> String {
+        let all = crate::mqtt::topics::all_alerts(prefix);
+        match &self.share_group {
+            Some(g) => format!("$share/{g}/{all}"),
+            None => all,
+        }
+    }
+}
+
+impl ChannelArgs {
+    pub fn resolve(&self) -> Result<Channels, ChannelError> {
+        if let Some(g) = &self.share_group {
+            if !crate::config::is_topic_word(g) {
+                return Err(ChannelError::ShareGroup(g.clone()));
+            }
+        }
+        Ok(Channels {
+            share_group: self.share_group.clone(),
+            exec: self
+                .exec
+                .clone()
+                .map(|c| ExecHook::new(c, Duration::from_secs(self.exec_timeout.max(1)))),
+            desktop: (!self.no_desktop).then(Desktop::default),
+            filter: crate::filter::Filter::parse(&self.filter)?,
+            watch: crate::watch::WatchConfig {
+                stale_intervals: self.stale_intervals.max(1),
+                stale_after: Duration::from_secs(self.stale_after_secs.max(1)),
+                broker_grace: Duration::from_secs(self.broker_grace_secs),
+            },
+        })
+    }
+}
+
+/// An alert standing for a watcher's event, shown and notified like a
+/// CRITICAL (or RESOLVED when it ends). Its id starts with `watch-`.
+pub fn watch_alert(e: &crate::watch::Event) -> Alert {
+    let alarm = e.is_alarm();
+    let gateway = e.gateway().unwrap_or("-").to_string();
+    Alert {
+        id: format!("watch-{}", uuid::Uuid::new_v4()),
+        name: match e.gateway() {
+            Some(g) => format!("gateway {g} {}", e.subject()),
+            None => "broker connection".into(),
+        },
+        gateway,
+        sensor: e.subject().into(),
+        level: if alarm {
+            AlertLevel::Critical
+        } else {
+            AlertLevel::Resolved
+        },
+        celsius: None,
+        threshold: None,
+        previous: Some(if alarm {
+            crate::alert::Level::Normal
+        } else {
+            crate::alert::Level::Critical
+        }),
+        ts: crate::timefmt::now_rfc3339(),
+        message: e.message(),
+        escalation: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alert(level: AlertLevel) -> Alert {
+        Alert {
+            id: "id-1".into(),
+            gateway: "gw1".into(),
+            sensor: "28-1".into(),
+            name: "freezer".into(),
+            level,
+            celsius: Some(45.0),
+            threshold: Some(40.0),
+            previous: None,
+            ts: "t".into(),
+            message: "freezer is CRITICAL; it's 'hot'".into(),
+            escalation: 0,
+        }
+    }
+
+    #[test]
+    fn env_carries_every_field() {
+        let env = hook_env(&alert(AlertLevel::Critical));
+        let get = |k: &str| env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("THERMALERT_ID"), Some("id-1"));
+        assert_eq!(get("THERMALERT_LEVEL"), Some("CRITICAL"));
+        assert_eq!(get("THERMALERT_CELSIUS"), Some("45.00"));
+        assert_eq!(get("THERMALERT_NAME"), Some("freezer"));
+        assert_eq!(env.len(), 7);
+    }
+
+    #[tokio::test]
+    async fn exit_status_decides_and_stdin_is_the_alert() {
+        let a = alert(AlertLevel::Critical);
+        let ok = ExecHook::new(
+            "grep -q '\"id\":\"id-1\"' && test \"$THERMALERT_MESSAGE\" = \"freezer is CRITICAL; it's 'hot'\"".into(),
+            Duration::from_secs(10),
+        );
+        assert_eq!(ok.run(&a).await, HookOutcome::Delivered);
+        let bad = ExecHook::new("exit 3".into(), Duration::from_secs(10));
+        let out = bad.run(&a).await;
+        assert_eq!(out.status(), "failed");
+    }
+
+    #[tokio::test]
+    async fn a_hook_past_its_timeout_is_killed_and_failed() {
+        let hook = ExecHook::new("sleep 30 & wait".into(), Duration::from_millis(200));
+        let started = std::time::Instant::now();
+        let out = hook.run(&alert(AlertLevel::Warning)).await;
+        assert!(
+            matches!(out, HookOutcome::Failed(ref m) if m.contains("timed out")),
+            "{out:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+}

@@ -1,0 +1,439 @@
+//! The notifier's channels and watchers against a real Mosquitto, real
+//! daemons and the real notifier: --exec hooks decide the answer,
+//! --filter, desktop notifications without a notification service, the
+//! status command, and the watchers (Will, silent gateway, broker lost).
+
+mod common;
+
+use common::*;
+use std::path::Path;
+use std::process::Command;
+
+fn tmp() -> tempfile::TempDir {
+    tempfile::tempdir().expect("tempdir")
+}
+
+/// The notifier as `notifier` with extra args and environment; waits for
+/// its subscriptions.
+fn notifier_env(broker: &Broker, id: &str, extra: &[&str], env: &[(&str, &str)]) -> Proc {
+    let mut cmd = Command::new(NOTIFIER);
+    cmd.args(["--host", "localhost", "--port", &broker.port.to_string()])
+        .arg("--ca-file")
+        .arg(broker.pki.ca())
+        .args(["--username", "notifier", "--password-file"])
+        .arg(broker.pass_file("notifier"))
+        .args(["--client-id", id, "--json", "--state-dir"])
+        .arg(broker.dir.join(format!("notifier-state-{id}")))
+        .args(extra);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let p = Proc::spawn("thermalert-notifier", cmd);
+    p.err.wait("subscriptions in place", |l| {
+        l.contains("subscribed to") || l.contains("subscriptions kept")
+    });
+    p
+}
+
+fn lines_of(p: &Proc, kind: &str) -> Vec<serde_json::Value> {
+    p.out
+        .snapshot()
+        .iter()
+        .map(|l| json(l))
+        .filter(|v| v["type"] == kind)
+        .collect()
+}
+
+fn acks(obs: &Proc) -> Vec<serde_json::Value> {
+    seen(obs)
+        .into_iter()
+        .filter(|s| s.topic.ends_with("/acks"))
+        .map(|s| json(&s.payload))
+        .collect()
+}
+
+/// Reads a FIFO on a thread, so that a hook that never runs fails the
+/// test instead of hanging it.
+fn read_fifo(path: &Path) -> String {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let p = path.to_path_buf();
+    std::thread::spawn(move || {
+        let _ = tx.send(std::fs::read_to_string(p));
+    });
+    rx.recv_timeout(WAIT)
+        .expect("the hook did not start")
+        .expect("read fifo")
+}
+
+fn mkfifo(p: &Path) {
+    let st = Command::new("mkfifo").arg(p).status().expect("mkfifo");
+    assert!(st.success());
+}
+
+#[test]
+fn exec_hook_gets_the_alert_and_its_exit_status_is_the_answer() {
+    let t = tmp();
+    let broker = Broker::start(&t.path().join("b"));
+    let obs = broker.observe(&[
+        "thermalert/gw1/acks",
+        "thermalert/gw1/alerts/+",
+        "test/sync/#",
+    ]);
+    let hooks = t.path().join("hooks");
+    std::fs::create_dir_all(&hooks).expect("mkdir");
+    let (started, release) = (hooks.join("started"), hooks.join("release"));
+    mkfifo(&started);
+    mkfifo(&release);
+    // The freezer's hook waits for the test; the other's fails.
+    let script = format!(
+        "cat > {d}/$THERMALERT_ID.json; env | grep ^THERMALERT_ | sort > {d}/$THERMALERT_ID.env; \
+         if [ \"$THERMALERT_NAME\" = freezer ]; then echo go > {s}; read x < {r}; exit 0; else exit 3; fi",
+        d = hooks.display(),
+        s = started.display(),
+        r = release.display()
+    );
+    let n = notifier_env(&broker, "hooked", &["--exec", &script, "--no-desktop"], &[]);
+    let mut cfg = GwConfig::new(&broker, "gw1");
+    cfg.sensors = sensor(
+        "28-000000000001",
+        "freezer",
+        "critical_above = 40.0",
+        "[[0.0, 45.0]]",
+    );
+    cfg.sensors.push_str(&sensor(
+        "28-000000000002",
+        "cellar",
+        "critical_above = 40.0",
+        "[[0.0, 46.0]]",
+    ));
+    let _d = daemon(&cfg.write(t.path()));
+
+    // The cellar's hook failed: answered `failed`, so the gateway escalates.
+    let failed = obs
+        .out
+        .wait("failed answer", |l| l.contains("\"status\":\"failed\""));
+    let failed = json(&parse_seen(&failed).expect("seen").payload);
+    // The freezer's hook is still running: no answer for it yet.
+    assert_eq!(read_fifo(&started).trim(), "go");
+    broker.sync(&obs, "hook-running");
+    assert_eq!(
+        acks(&obs).len(),
+        1,
+        "only the failed hook answered: {:?}",
+        acks(&obs)
+    );
+    std::fs::write(&release, "x\n").expect("release the hook");
+    let delivered = obs.out.wait("delivered answer", |l| {
+        l.contains("\"status\":\"delivered\"")
+    });
+    let delivered = json(&parse_seen(&delivered).expect("seen").payload);
+
+    let alerts = lines_of(&n, "alert");
+    assert_eq!(alerts.len(), 2, "{alerts:?}");
+    for a in &alerts {
+        let id = a["id"].as_str().expect("id");
+        let expect = if a["name"] == "freezer" {
+            &delivered
+        } else {
+            &failed
+        };
+        assert_eq!(expect["alert_id"], id);
+        // The hook got the alert as JSON on stdin ...
+        let stdin = std::fs::read_to_string(hooks.join(format!("{id}.json"))).expect("stdin");
+        assert_eq!(json(&stdin)["id"], id);
+        assert_eq!(json(&stdin)["level"], "CRITICAL");
+        // ... and in its environment.
+        let env = std::fs::read_to_string(hooks.join(format!("{id}.env"))).expect("env");
+        for want in [
+            format!("THERMALERT_ID={id}"),
+            "THERMALERT_LEVEL=CRITICAL".into(),
+            "THERMALERT_GATEWAY=gw1".into(),
+            format!(
+                "THERMALERT_SENSOR={}",
+                a["sensor"].as_str().expect("sensor")
+            ),
+            format!("THERMALERT_NAME={}", a["name"].as_str().expect("name")),
+            format!(
+                "THERMALERT_CELSIUS={:.2}",
+                a["celsius"].as_f64().expect("celsius")
+            ),
+            format!(
+                "THERMALERT_MESSAGE={}",
+                a["message"].as_str().expect("message")
+            ),
+        ] {
+            assert!(env.lines().any(|l| l == want), "{want} not in {env}");
+        }
+    }
+}
+
+#[test]
+fn exec_hook_past_its_timeout_answers_failed() {
+    let t = tmp();
+    let broker = Broker::start(&t.path().join("b"));
+    let obs = broker.observe(&["thermalert/gw1/acks"]);
+    let n = notifier_env(
+        &broker,
+        "slow",
+        &["--exec", "sleep 60", "--exec-timeout", "1", "--no-desktop"],
+        &[],
+    );
+    let mut cfg = GwConfig::new(&broker, "gw1");
+    cfg.sensors = sensor(
+        "28-000000000001",
+        "freezer",
+        "critical_above = 40.0",
+        "[[0.0, 45.0]]",
+    );
+    let _d = daemon(&cfg.write(t.path()));
+    obs.out
+        .wait("failed answer", |l| l.contains("\"status\":\"failed\""));
+    n.err.wait_contains("timed out after 1s");
+}
+
+#[test]
+fn filter_shows_and_answers_only_matching_alerts() {
+    let t = tmp();
+    let broker = Broker::start(&t.path().join("b"));
+    let obs = broker.observe(&["thermalert/+/acks", "thermalert/+/alerts/+"]);
+    let n = notifier_env(
+        &broker,
+        "filtered",
+        &[
+            "--filter",
+            "gateway=gw1",
+            "--filter",
+            "level>=CRITICAL",
+            "--no-desktop",
+        ],
+        &[],
+    );
+    // gw2 goes CRITICAL first; then gw1 WARNING, then gw1 CRITICAL.
+    let mut c2 = GwConfig::new(&broker, "gw2");
+    c2.sensors = sensor(
+        "28-000000000002",
+        "cellar",
+        "critical_above = 40.0",
+        "[[0.0, 45.0]]",
+    );
+    let _d2 = daemon(&c2.write(&t.path().join("gw2")));
+    obs.out
+        .wait("gw2 alert", |l| l.starts_with("MSG|thermalert/gw2/alerts/"));
+    let mut c1 = GwConfig::new(&broker, "gw1");
+    c1.sensors = sensor(
+        "28-000000000001",
+        "freezer",
+        "warning_above = 30.0\ncritical_above = 40.0",
+        "[[0.0, 35.0], [1.0, 45.0]]",
+    );
+    let _d1 = daemon(&c1.write(&t.path().join("gw1")));
+    // The gw1 CRITICAL is the last alert; once it is answered, the
+    // notifier has handled every alert before it.
+    obs.out
+        .wait("gw1 answer", |l| l.starts_with("MSG|thermalert/gw1/acks|"));
+    let shown = lines_of(&n, "alert");
+    assert_eq!(shown.len(), 1, "{shown:?}");
+    assert_eq!(shown[0]["gateway"], "gw1");
+    assert_eq!(shown[0]["level"], "CRITICAL");
+    let answered = acks(&obs);
+    assert_eq!(answered.len(), 1, "{answered:?}");
+    assert_eq!(answered[0]["alert_id"], shown[0]["id"]);
+    assert_eq!(
+        obs.out.count(|l| l.contains("\"level\":\"WARNING\"")),
+        1,
+        "the WARNING was published, and filtered out"
+    );
+}
+
+#[test]
+fn bad_filter_is_a_configuration_error() {
+    let t = tmp();
+    let pki = Pki::new(&t.path().join("pki"), "ca", &["localhost"], &[]);
+    let out = Command::new(NOTIFIER)
+        .arg("--ca-file")
+        .arg(pki.ca())
+        .args(["--filter", "colour=red"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("colour=red"));
+}
+
+#[test]
+fn without_a_notification_service_it_says_so_once_and_keeps_printing() {
+    let t = tmp();
+    let broker = Broker::start(&t.path().join("b"));
+    let bus = format!("unix:path={}", t.path().join("no-bus").display());
+    let n = notifier_env(
+        &broker,
+        "desk",
+        &[],
+        &[
+            ("DBUS_SESSION_BUS_ADDRESS", bus.as_str()),
+            ("THERMALERT_LOG", "debug"),
+        ],
+    );
+    let mut cfg = GwConfig::new(&broker, "gw1");
+    cfg.sensors = sensor(
+        "28-000000000001",
+        "freezer",
+        "critical_above = 40.0",
+        "[[0.0, 45.0]]",
+    );
+    cfg.sensors.push_str(&sensor(
+        "28-000000000002",
+        "cellar",
+        "critical_above = 40.0",
+        "[[0.0, 46.0]]",
+    ));
+    let _d = daemon(&cfg.write(t.path()));
+    n.out
+        .wait_n("two alerts", 2, WAIT, |l| l.contains("\"type\":\"alert\""));
+    // Both notifications were tried: one warning, then debug lines.
+    n.err.wait_contains("desktop notification failed");
+    assert_eq!(
+        n.err
+            .count(|l| l.contains("desktop notifications unavailable")),
+        1,
+        "{:?}",
+        n.err.snapshot()
+    );
+}
+
+fn run_status(broker: &Broker, extra: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(NOTIFIER)
+        .args(["--host", "localhost", "--port", &broker.port.to_string()])
+        .arg("--ca-file")
+        .arg(broker.pki.ca())
+        .args(["--username", "notifier", "--password-file"])
+        .arg(broker.pass_file("notifier"))
+        .args(["--client-id", "ops"])
+        .args(extra)
+        .args(["status", "--timeout", "15"])
+        .output()
+        .expect("status");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn status_lists_gateways_and_active_alerts_then_exits() {
+    let t = tmp();
+    let broker = Broker::start(&t.path().join("b"));
+    let obs = broker.observe(&["thermalert/+/status", "thermalert/+/alerts/+"]);
+    // All well: one gateway online, no alert.
+    let d2c = GwConfig {
+        keep_alive_secs: 1,
+        ..GwConfig::new(&broker, "gw2")
+    };
+    let d2 = daemon(&d2c.write(&t.path().join("gw2")));
+    obs.out.wait("gw2 online", |l| {
+        l.contains("gw2/status") && l.contains("online")
+    });
+    let (code, out) = run_status(&broker, &[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("gw2 ") && out.contains(" online "), "{out}");
+    assert!(out.contains("active alerts: 0"), "{out}");
+    assert!(
+        !out.contains("no end-of-list marker"),
+        "the sentinel worked: {out}"
+    );
+
+    // gw1 CRITICAL (retained); gw2 dies (its Will).
+    let mut c1 = GwConfig::new(&broker, "gw1");
+    c1.sensors = sensor(
+        "28-000000000001",
+        "freezer",
+        "critical_above = 40.0",
+        "[[0.0, 45.0]]",
+    );
+    let _d1 = daemon(&c1.write(&t.path().join("gw1")));
+    obs.out.wait("gw1 CRITICAL", |l| l.contains("\"CRITICAL\""));
+    drop(d2);
+    obs.out.wait("gw2 Will", |l| {
+        l.contains("gw2/status") && l.contains("connection lost")
+    });
+    let (code, out) = run_status(&broker, &["--json"]);
+    assert_eq!(code, Some(1), "{out}");
+    let r = json(out.trim());
+    assert_eq!(r["complete"], true, "{r}");
+    let gws = r["gateways"].as_array().expect("gateways");
+    assert_eq!(gws.len(), 2, "{r}");
+    let gw2 = gws.iter().find(|g| g["gateway"] == "gw2").expect("gw2");
+    assert_eq!(gw2["state"], "offline");
+    assert_eq!(gw2["reason"], "connection lost");
+    assert!(
+        gw2["since"].is_string(),
+        "a Will is dated by its expiry: {r}"
+    );
+    let alerts = r["alerts"].as_array().expect("alerts");
+    assert_eq!(alerts.len(), 1, "{r}");
+    assert_eq!(alerts[0]["level"], "CRITICAL");
+    assert_eq!(alerts[0]["name"], "freezer");
+}
+
+#[test]
+fn watchers_alarm_on_a_will_silent_readings_and_a_lost_broker() {
+    let t = tmp();
+    let mut broker = Broker::start(&t.path().join("b"));
+    let n = notifier_env(
+        &broker,
+        "watcher",
+        &["--broker-grace-secs", "1", "--no-desktop"],
+        &[],
+    );
+    let watch = |what: &str, level: &'static str, needle: &'static str| {
+        n.out.wait(what, move |l| {
+            let v = json(l);
+            v["type"] == "watch"
+                && v["level"] == level
+                && v["message"].as_str().is_some_and(|m| m.contains(needle))
+        })
+    };
+    let c = GwConfig {
+        keep_alive_secs: 1,
+        ..GwConfig::new(&broker, "gw1")
+    };
+    let path = c.write(t.path());
+    let d = daemon(&path);
+    // Readings stop while the process hangs (keep-alive 1 s: the Will
+    // follows 1.5 s later, after 5 silent poll intervals of 100 ms).
+    n.err.wait_contains("watching the readings of gateway gw1");
+    d.signal("STOP");
+    watch("silent gateway", "CRITICAL", "sent no reading");
+    // Then the broker gives up on it: the Will.
+    watch("Will", "CRITICAL", "OFFLINE (connection lost)");
+    drop(d);
+    let d = daemon(&path);
+    watch("back", "RESOLVED", "gateway gw1 is back online");
+    drop(d);
+    // The notifier loses the broker for longer than its grace period.
+    broker.kill();
+    watch("broker lost", "CRITICAL", "no connection to the broker");
+    broker.restart();
+    watch("broker back", "RESOLVED", "connected to the broker again");
+    assert_eq!(
+        lines_of(&n, "alert").len(),
+        0,
+        "watch events are not alerts"
+    );
+}
+
+#[test]
+fn status_without_a_sentinel_falls_back_to_a_bounded_quiet_period() {
+    let t = tmp();
+    let broker = Broker::start(&t.path().join("b"));
+    // Under another prefix the ACL grants no sentinel topic (nor anything
+    // else): the command must still end, and say the list may be incomplete.
+    let started = std::time::Instant::now();
+    let (code, out) = run_status(&broker, &["--topic-prefix", "elsewhere"]);
+    assert_eq!(code, Some(1), "no gateway known: {out}");
+    assert!(out.contains("no end-of-list marker"), "{out}");
+    assert!(out.contains("no gateway has published a status"), "{out}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(14),
+        "bounded by the quiet period, not the timeout"
+    );
+}
