@@ -88,6 +88,8 @@ pub fn main() -> i32 {
                     return crate::EXIT_CONFIG;
                 }
             };
+            // Two workers: the outbox fsyncs each alert on a worker, and the
+            // other keeps the MQTT link moving meanwhile (BENCHMARKS.md).
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
@@ -519,7 +521,7 @@ impl Daemon {
             let Some(i) = self.cfg.sensor.iter().position(|s| s.id == sample.id) else {
                 continue;
             };
-            let Some(sc) = self.cfg.sensor.get(i).cloned() else {
+            let Some(sc) = self.cfg.sensor.get(i) else {
                 continue;
             };
             if let (Ok(c), true, true) =

@@ -228,7 +228,7 @@ fn f3_alerts_are_qos2_and_reach_the_notifier_exactly_once() {
                 &format!("28-00000000000{i}"),
                 &format!("s{i}"),
                 HOT,
-                "[[0.0, 20.0], [0.3, 35.0], [0.6, 45.0], [0.9, 20.0]]",
+                "[[0.0, 20.0], [0.5, 35.0], [1.0, 45.0], [1.5, 20.0]]",
             )
         })
         .collect();
@@ -274,7 +274,7 @@ fn f4_late_subscriber_sees_status_and_only_current_criticals() {
         "28-00000000000a",
         "recovers",
         HOT,
-        "[[0.0, 45.0], [0.5, 20.0]]",
+        "[[0.0, 45.0], [1.5, 20.0]]",
     ) + &sensor("28-00000000000b", "stays", HOT, "[[0.0, 45.0]]");
     let _d = daemon(&cfg.write(t.path()));
     live.out.wait("A resolved", |l| {

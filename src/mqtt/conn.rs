@@ -12,6 +12,13 @@ use rumqttc::{
 /// The largest MQTT packet either program accepts (Maximum Packet Size).
 pub const MAX_PACKET: u32 = 256 * 1024;
 
+/// The most QoS 1/2 publishes either program has in flight to the broker
+/// (the broker's Receive Maximum may lower it further; Mosquitto's default
+/// is 20). Without it the client sizes its in-flight table for 65,535
+/// publishes before the CONNACK arrives: about 16 MB touched at start-up
+/// (see BENCHMARKS.md). The daemon hands at most 64 entries to the client.
+pub const MAX_OUTGOING_INFLIGHT: u16 = 128;
+
 /// What both programs need to reach the broker.
 #[derive(Clone)]
 pub struct Endpoint {
@@ -53,6 +60,7 @@ impl Endpoint {
         // Tell the broker the largest packet we take, so that it drops
         // bigger ones instead of sending what we would have to refuse.
         o.set_max_packet_size(Some(MAX_PACKET));
+        o.set_outgoing_inflight_upper_limit(MAX_OUTGOING_INFLIGHT);
         let mut net = NetworkOptions::new();
         net.set_tcp_nodelay(true);
         o.set_network_options(net);
