@@ -34,6 +34,7 @@ fn alert() -> Alert {
         ts: "2026-11-23T20:05:31.486Z".into(),
         message: "freezer is CRITICAL at 45.00 C (above 40.00 C)".into(),
         escalation: 0,
+        clock_synced: true,
     }
 }
 
