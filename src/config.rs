@@ -972,4 +972,27 @@ steps = [[0.0, 20.0], [3.0, 35.0], [6.0, 45.0], [12.0, 20.0]]   # [seconds since
         let msg = Config::parse(&src, &p).expect_err("slash").to_string();
         assert!(msg.contains("t.toml:1: key `gateway_id`"), "{msg}");
     }
+
+    proptest::proptest! {
+        /// Any text, and any mangling of a valid file, is a value or an
+        /// error naming a line: never a panic.
+        #[test]
+        fn parse_never_panics(src in "\\PC{0,400}") {
+            let _ = Config::parse(&src, Path::new("/nonexistent/t.toml"));
+        }
+
+        #[test]
+        fn mangled_example_never_panics(at in 0usize..700, cut in 0usize..40, insert in "\\PC{0,12}") {
+            let mut src = EXAMPLE.to_string();
+            let at = at.min(src.len());
+            let at = (0..=at).rev().find(|i| src.is_char_boundary(*i)).unwrap_or(0);
+            let end = (at + cut).min(src.len());
+            let end = (end..=src.len()).find(|i| src.is_char_boundary(*i)).unwrap_or(src.len());
+            src.replace_range(at..end, &insert);
+            if let Err(e) = Config::parse(&src, Path::new("/nonexistent/t.toml")) {
+                let msg = e.to_string();
+                proptest::prop_assert!(msg.starts_with("/nonexistent/t.toml"), "{}", msg);
+            }
+        }
+    }
 }
