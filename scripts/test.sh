@@ -2,8 +2,9 @@
 # test.sh - everything CI checks, from a fresh Debian machine: installs what
 # the tests need (Mosquitto, its clients, OpenSSL), then formatting, clippy,
 # every test (unit, simulator, and integration tests against a real
-# Mosquitto over TLS), every shipped example config, and the demo in its
-# bounded mode.
+# Mosquitto over TLS), every shipped example config, the systemd unit, the
+# Pi install script, the ARM builds under qemu (scripts/cross-qemu.sh), and
+# the demo in its bounded mode.
 #
 # Usage: scripts/test.sh
 set -euo pipefail
@@ -33,6 +34,14 @@ done
 
 echo "== systemd unit (verify, security exposure <= 2.0)" >&2
 bash scripts/check-unit.sh target/debug/thermalertd
+
+echo "== install-on-pi.sh (--root, scratch folder)" >&2
+bash scripts/check-install-on-pi.sh target/debug/thermalertd
+
+# Installs its own packages (Debian's Rust cross toolchain, qemu-user-static):
+# install-deps.sh does not.
+echo "== ARM builds under qemu-user-static (aarch64; armv7 when it installs)" >&2
+bash scripts/cross-qemu.sh
 
 echo "== demo (bounded)" >&2
 THERMALERT_DEMO_DIR="$scratch/demo" bash scripts/demo.sh --duration 36
