@@ -7,8 +7,6 @@ mod common;
 
 use common::*;
 
-const HOT: &str = "warning_above = 30.0\ncritical_above = 40.0";
-
 #[test]
 fn alerts_and_status_say_whether_the_clock_is_synchronised() {
     let t = tempfile::tempdir().expect("tempdir");

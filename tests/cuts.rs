@@ -18,29 +18,6 @@ mod common;
 use common::proxy::{packet_name, Dir, Proxy, PUBCOMP, PUBLISH, PUBREC, PUBREL};
 use common::*;
 
-const HOT: &str = "warning_above = 30.0\ncritical_above = 40.0";
-
-fn tmp() -> tempfile::TempDir {
-    tempfile::tempdir().expect("tempdir")
-}
-
-fn is_alert_line(l: &str) -> bool {
-    l.contains(" ALERT ") || l.starts_with("ALERT ")
-}
-
-/// The ids of the alerts the daemon raised, in order.
-fn raised_ids(d: &Proc) -> Vec<String> {
-    d.err
-        .snapshot()
-        .iter()
-        .filter(|l| is_alert_line(l))
-        .filter_map(|l| {
-            let rest = &l[l.find(" id=")? + 4..];
-            Some(rest[..rest.find(':')?].to_string())
-        })
-        .collect()
-}
-
 /// Two alerts: CRITICAL at 0.3 s (the one the cut hits), RESOLVED at 3 s
 /// (the later event that shows the link recovered).
 fn critical_then_resolved() -> String {

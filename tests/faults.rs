@@ -13,29 +13,6 @@ use common::*;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime};
 
-const HOT: &str = "warning_above = 30.0\ncritical_above = 40.0";
-
-fn tmp() -> tempfile::TempDir {
-    tempfile::tempdir().expect("tempdir")
-}
-
-fn is_alert_line(l: &str) -> bool {
-    l.contains(" ALERT ") || l.starts_with("ALERT ")
-}
-
-/// The ids of the alerts the daemon raised, in order.
-fn raised_ids(d: &Proc) -> Vec<String> {
-    d.err
-        .snapshot()
-        .iter()
-        .filter(|l| is_alert_line(l))
-        .filter_map(|l| {
-            let rest = &l[l.find(" id=")? + 4..];
-            Some(rest[..rest.find(':')?].to_string())
-        })
-        .collect()
-}
-
 /// Waits until the notifier showed every id; panics if an (id, escalation)
 /// was shown twice. Returns how many times each id was shown.
 fn assert_each_shown_once(n: &Proc, ids: &[String]) -> HashMap<String, usize> {

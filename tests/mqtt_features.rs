@@ -7,12 +7,6 @@ mod common;
 use common::*;
 use std::time::Duration;
 
-const HOT: &str = "warning_above = 30.0\ncritical_above = 40.0";
-
-fn tmp() -> tempfile::TempDir {
-    tempfile::tempdir().expect("tempdir")
-}
-
 // 1. TLS ---------------------------------------------------------------------
 
 #[test]

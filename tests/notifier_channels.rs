@@ -9,10 +9,6 @@ use common::*;
 use std::path::Path;
 use std::process::Command;
 
-fn tmp() -> tempfile::TempDir {
-    tempfile::tempdir().expect("tempdir")
-}
-
 /// The notifier as `notifier` with extra args and environment; waits for
 /// its subscriptions.
 fn notifier_env(broker: &Broker, id: &str, extra: &[&str], env: &[(&str, &str)]) -> Proc {

@@ -14,10 +14,6 @@ use std::process::Command;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-fn tmp() -> tempfile::TempDir {
-    tempfile::tempdir().expect("tempdir")
-}
-
 /// A datagram and when it arrived.
 type Received = (Instant, Vec<u8>);
 

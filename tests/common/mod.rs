@@ -433,10 +433,14 @@ impl Broker {
     }
 
     /// Waits until everything published before now has passed through the
-    /// broker to `obs`: publishes a sentinel and waits for it.
+    /// broker to `obs`: publishes a sentinel and waits for it. The sentinel
+    /// goes at QoS 2 like the messages it follows: libmosquitto hands a
+    /// QoS 2 message to mosquitto_sub only at PUBREL, so a QoS 1 sentinel
+    /// could overtake a QoS 2 message queued before it.
     pub fn sync(&self, obs: &Proc, tag: &str) {
         let topic = format!("test/sync/{tag}");
-        self.publish("observer", &topic, b"sync", &[]);
+        // mosquitto_pub takes the last -q it is given.
+        self.publish("observer", &topic, b"sync", &["-q", "2"]);
         obs.out.wait(&format!("sentinel {tag}"), |l| {
             l.starts_with(&format!("MSG|{topic}|"))
         });
@@ -606,5 +610,30 @@ pub fn notifier_alerts(p: &Proc) -> Vec<serde_json::Value> {
         .iter()
         .map(|l| json(l))
         .filter(|v| v["type"] == "alert")
+        .collect()
+}
+
+/// Thresholds most tests use: WARNING above 30 C, CRITICAL above 40 C.
+pub const HOT: &str = "warning_above = 30.0\ncritical_above = 40.0";
+
+pub fn tmp() -> tempfile::TempDir {
+    tempfile::tempdir().expect("tempdir")
+}
+
+/// Whether a daemon log line is an ALERT line.
+pub fn is_alert_line(l: &str) -> bool {
+    l.contains(" ALERT ") || l.starts_with("ALERT ")
+}
+
+/// The ids of the alerts the daemon raised, in order.
+pub fn raised_ids(d: &Proc) -> Vec<String> {
+    d.err
+        .snapshot()
+        .iter()
+        .filter(|l| is_alert_line(l))
+        .filter_map(|l| {
+            let rest = &l[l.find(" id=")? + 4..];
+            Some(rest[..rest.find(':')?].to_string())
+        })
         .collect()
 }
