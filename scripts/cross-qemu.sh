@@ -186,26 +186,11 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 bash "$root/scripts/install-deps.sh"
-bash "$root/certs/make-certs.sh" --out "$work/certs" localhost 127.0.0.1 2>/dev/null
-cp "$root/mosquitto/thermalert.acl" "$work/acl"
-: >"$work/passwd"
-chmod 600 "$work/passwd"
-bash "$root/mosquitto/add-user.sh" --passwd "$work/passwd" --acl "$work/acl" \
-    --password-out "$work/gw1.pass" gateway gw1 >/dev/null
-bash "$root/mosquitto/add-user.sh" --passwd "$work/passwd" --acl "$work/acl" \
-    --password-out "$work/operator.pass" notifier operator >/dev/null
-port=18883
-while (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
-    port=$((port + 1))
-done
-bash "$root/mosquitto/render-conf.sh" --dir "$work" --port "$port" >"$work/mosquitto.conf"
-mosquitto -c "$work/mosquitto.conf" 2>"$work/mosquitto.log" &
-pids+=($!)
-for _ in $(seq 100); do
-    grep -q "running" "$work/mosquitto.log" 2>/dev/null && break
-    sleep 0.1
-done
-grep -q "running" "$work/mosquitto.log" || { cat "$work/mosquitto.log" >&2; die "mosquitto did not start"; }
+# shellcheck source=mosquitto/scratch-broker.sh
+source "$root/mosquitto/scratch-broker.sh"
+scratch_broker_prepare "$work" 18883
+scratch_broker_start "$work" || die "mosquitto did not start"
+pids+=("$broker_pid")
 
 cat >"$work/thermalertd.toml" <<TOML
 # One simulated freezer that goes CRITICAL after a second.

@@ -27,22 +27,11 @@ rm -rf "$work"
 mkdir -p "$work"
 echo "== scratch folder: $work" >&2
 
-# Certificates for localhost, users and passwords, the project's ACL.
-bash "$root/certs/make-certs.sh" --out "$work/certs" localhost 127.0.0.1 2>/dev/null
-cp "$root/mosquitto/thermalert.acl" "$work/acl"
-: > "$work/passwd"
-chmod 600 "$work/passwd"
-bash "$root/mosquitto/add-user.sh" --passwd "$work/passwd" --acl "$work/acl" \
-    --password-out "$work/gw1.pass" gateway gw1 >/dev/null
-bash "$root/mosquitto/add-user.sh" --passwd "$work/passwd" --acl "$work/acl" \
-    --password-out "$work/operator.pass" notifier operator >/dev/null
-
-# A free port, 8883 if it is free.
-port=8883
-while (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
-    port=$((port + 1))
-done
-bash "$root/mosquitto/render-conf.sh" --dir "$work" --port "$port" >"$work/mosquitto.conf"
+# Certificates for localhost, users gw1 and operator, the project's ACL
+# and broker configuration, on 8883 or the next free port.
+# shellcheck source=mosquitto/scratch-broker.sh
+source "$root/mosquitto/scratch-broker.sh"
+scratch_broker_prepare "$work" 8883
 
 cat >"$work/thermalertd.toml" <<TOML
 # Demo gateway: three simulated sensors whose scripts repeat every 40 s.
@@ -113,13 +102,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-mosquitto -c "$work/mosquitto.conf" 2>"$work/mosquitto.log" &
-pids+=($!)
-for _ in $(seq 100); do
-    grep -q "running" "$work/mosquitto.log" 2>/dev/null && break
-    sleep 0.1
-done
-grep -q "running" "$work/mosquitto.log" || { cat "$work/mosquitto.log" >&2; echo "demo: mosquitto did not start" >&2; exit 1; }
+scratch_broker_start "$work" || exit 1
+pids+=("$broker_pid")
 echo "== mosquitto on 127.0.0.1:$port (TLS, passwords, ACL)" >&2
 
 "$bin/thermalert-notifier" --host localhost --port "$port" --ca-file "$work/certs/ca.crt" \
