@@ -88,10 +88,9 @@ pub fn main() -> i32 {
                     return crate::EXIT_CONFIG;
                 }
             };
-            // Two workers: the outbox fsyncs each alert on a worker, and the
-            // other keeps the MQTT link moving meanwhile (BENCHMARKS.md).
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
+            // One thread: the outbox's fsyncs run on the blocking pool, so
+            // nothing here waits for the disk (BENCHMARKS.md).
+            let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
             {
@@ -237,6 +236,8 @@ struct Daemon {
     /// The local alarm output, on while a CRITICAL is unacknowledged.
     alarm: Option<crate::alarm::Alarm>,
     done_tx: mpsc::UnboundedSender<(u64, Result<PublishResult, PublishNoticeError>)>,
+    /// Outbox syncs report here (sequence number covered, result).
+    sync_tx: mpsc::UnboundedSender<(u64, Result<(), crate::outbox::OutboxError>)>,
     /// Home Assistant discovery, when enabled.
     ha: Option<crate::homeassistant::Discoverer>,
 }
@@ -319,6 +320,7 @@ pub async fn run(cfg: Config, endpoint: Endpoint, config_path: &Path) -> anyhow:
     )?;
 
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+    let (sync_tx, mut sync_rx) = mpsc::unbounded_channel();
     let mut d = Daemon {
         alarms: cfg
             .sensor
@@ -338,6 +340,7 @@ pub async fn run(cfg: Config, endpoint: Endpoint, config_path: &Path) -> anyhow:
         clock_synced: None,
         alarm: crate::alarm::from_config(&cfg),
         done_tx,
+        sync_tx,
         ha: cfg.homeassistant.enabled.then(|| {
             crate::homeassistant::Discoverer::new(crate::homeassistant::Discovery::new(&cfg))
         }),
@@ -380,12 +383,14 @@ pub async fn run(cfg: Config, endpoint: Endpoint, config_path: &Path) -> anyhow:
             Some(sweep) = sweep_rx.recv() => d.on_sweep(sweep).await,
             Some(link) = link_rx.recv() => d.on_link(link).await,
             Some((seq, res)) = done_rx.recv() => d.on_done(seq, res),
+            Some((upto, res)) = sync_rx.recv() => d.on_synced(upto, res),
             _ = housekeeping.tick() => d.expire_awaiting(),
             Some(list) = cert_rx.recv() => d.on_expiring_certificates(list),
             _ = crate::systemd::tick(&mut watchdog) => {
                 notify.watchdog(Instant::now(), &[&sensor_beat, &mqtt_beat]);
             }
         }
+        d.start_sync();
         notify.status(|| d.status_info());
     }
     cert_watch.abort();
@@ -574,7 +579,8 @@ impl Daemon {
                     self.critical
                         .insert(sc.id.clone(), (alert.clone(), Instant::now()));
                 }
-                // Logged once stored: the line means it is in the outbox.
+                // Logged once written to the outbox (and fsynced with the
+                // rest of the sweep's alerts before it is published).
                 self.outbox.push(Item::Alert {
                     alert: alert.clone(),
                 });
@@ -655,6 +661,24 @@ impl Daemon {
         if self.connected {
             ha.connected(&self.client, false).await;
         }
+    }
+
+    /// Group commit: one fdatasync, on a blocking thread, for every alert
+    /// written to the outbox since the last one (all of a sweep's alerts);
+    /// the MQTT link keeps moving meanwhile. The entries are handed to the
+    /// client when it reports ([`Daemon::on_synced`]).
+    fn start_sync(&mut self) {
+        if let Some(job) = self.outbox.sync_job() {
+            let tx = self.sync_tx.clone();
+            tokio::task::spawn_blocking(move || {
+                let _ = tx.send((job.upto, job.run()));
+            });
+        }
+    }
+
+    fn on_synced(&mut self, upto: u64, res: Result<(), crate::outbox::OutboxError>) {
+        self.outbox.synced(upto, res);
+        self.pump();
     }
 
     /// Hands queued entries to the client while connected, in order.
@@ -959,6 +983,8 @@ impl Daemon {
         done_rx: &mut mpsc::UnboundedReceiver<(u64, Result<PublishResult, PublishNoticeError>)>,
     ) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        self.outbox.sync_now();
+        self.pump();
         // Let alerts already queued reach the broker first.
         while self.connected && self.outbox.queued() + self.outbox.in_flight() > 0 {
             tokio::select! {

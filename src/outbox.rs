@@ -20,6 +20,12 @@
 //! over the log, folder fsynced) when it is opened and whenever it has grown
 //! to twice its live size.
 //!
+//! Group commit: [`Outbox::push`] only writes the record; the daemon then
+//! takes a [`SyncJob`] (one `fdatasync` for every record written since the
+//! last one, e.g. all the alerts of one sweep) and runs it on a blocking
+//! thread, so the MQTT link never waits for the disk. An entry is handed to
+//! the client ([`Outbox::pop`]) only once its record is on disk.
+//!
 //! Readings never come here; only alerts, which are rare (SD-card wear).
 //! When the log cannot be written (disk full, read-only, over
 //! `outbox_max_bytes`), entries stay in memory only and one line says so.
@@ -28,6 +34,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -247,6 +254,8 @@ pub struct DiskLog {
     live: HashMap<u64, u64>,
     live_bytes: u64,
     max_bytes: u64,
+    /// A clone of `file` for syncs on another thread.
+    sync_handle: Option<Arc<File>>,
 }
 
 /// What was found in the log at start.
@@ -299,6 +308,7 @@ impl DiskLog {
                 live,
                 live_bytes,
                 max_bytes,
+                sync_handle: None,
             },
             pending,
             skipped_bytes: d.skipped,
@@ -309,7 +319,8 @@ impl DiskLog {
         &self.path
     }
 
-    /// Appends and fsyncs an add record; refuses past the bound.
+    /// Appends an add record (not yet fsynced: see [`DiskLog::sync_handle`]);
+    /// refuses past the bound.
     pub fn add(&mut self, seq: u64, at_ms: u64, item: &Item) -> Result<(), OutboxError> {
         let rec = encode(&Record::Add {
             seq,
@@ -323,7 +334,7 @@ impl DiskLog {
                 max: self.max_bytes,
             });
         }
-        self.append(&rec, true)?;
+        self.append(&rec)?;
         self.live.insert(seq, n);
         self.live_bytes += n;
         Ok(())
@@ -336,25 +347,27 @@ impl DiskLog {
             return Ok(());
         };
         self.live_bytes -= n;
-        self.append(&encode(&Record::Done { seq })?, false)?;
+        self.append(&encode(&Record::Done { seq })?)?;
         if self.bytes > COMPACT_MIN && self.bytes > 2 * self.live_bytes {
             self.compact()?;
         }
         Ok(())
     }
 
-    fn append(&mut self, rec: &[u8], sync: bool) -> Result<(), OutboxError> {
-        let r =
-            self.file.write_all(rec).and_then(
-                |()| {
-                    if sync {
-                        self.file.sync_data()
-                    } else {
-                        Ok(())
-                    }
-                },
-            );
-        if let Err(e) = r {
+    /// A handle on the log file for an `fdatasync` on another thread; it
+    /// covers every record written so far (a compaction in between makes
+    /// them durable by itself: it fsyncs the file that replaces this one).
+    pub fn sync_handle(&mut self) -> Result<Arc<File>, OutboxError> {
+        if let Some(h) = &self.sync_handle {
+            return Ok(h.clone());
+        }
+        let h = Arc::new(self.file.try_clone().map_err(io(&self.path))?);
+        self.sync_handle = Some(h.clone());
+        Ok(h)
+    }
+
+    fn append(&mut self, rec: &[u8]) -> Result<(), OutboxError> {
+        if let Err(e) = self.file.write_all(rec) {
             // A short write may have left a torn record: put the file back
             // to its last good length so the next record starts clean.
             let _ = self.file.set_len(self.bytes);
@@ -369,6 +382,7 @@ impl DiskLog {
         let pending = read_pending(&self.path)?;
         let (file, bytes, live) = write_compacted(&self.path, &pending)?;
         self.file = file;
+        self.sync_handle = None;
         self.bytes = bytes;
         self.live_bytes = live.values().sum();
         self.live = live;
@@ -430,6 +444,9 @@ pub struct Entry {
     /// Time it had already waited before this process loaded it.
     pub waited_before: Duration,
     persisted: bool,
+    /// Its record is on disk (fsynced), or it never will be (memory only):
+    /// it may be handed to the client.
+    durable: bool,
 }
 
 impl Entry {
@@ -447,6 +464,25 @@ pub struct Outbox {
     disk: Option<DiskLog>,
     /// Whether the last disk write failed (to log state changes only).
     disk_failing: bool,
+    /// The highest sequence number written but not yet fsynced.
+    unsynced: Option<u64>,
+    /// A sync job is running.
+    syncing: bool,
+}
+
+/// One `fdatasync` of the log, covering the records up to `upto`; run it
+/// off the async runtime ([`SyncJob::run`]) and report with
+/// [`Outbox::synced`].
+pub struct SyncJob {
+    file: Arc<File>,
+    path: PathBuf,
+    pub upto: u64,
+}
+
+impl SyncJob {
+    pub fn run(&self) -> Result<(), OutboxError> {
+        self.file.sync_data().map_err(io(&self.path))
+    }
 }
 
 impl Outbox {
@@ -458,6 +494,8 @@ impl Outbox {
             next_seq: 0,
             disk: None,
             disk_failing: false,
+            unsynced: None,
+            syncing: false,
         }
     }
 
@@ -493,6 +531,7 @@ impl Outbox {
                         item,
                         since: now,
                         persisted: true,
+                        durable: true,
                     });
                 }
                 o.disk = Some(l.log);
@@ -505,7 +544,8 @@ impl Outbox {
         o
     }
 
-    /// Adds `item` at the end: on disk first, then in memory.
+    /// Adds `item` at the end: written to the log, and in memory. It is
+    /// handed out by [`pop`](Self::pop) once a sync covered it.
     pub fn push(&mut self, item: Item) {
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -534,17 +574,93 @@ impl Outbox {
             },
             None => false,
         };
+        if persisted {
+            self.unsynced = Some(seq);
+        }
         self.queue.push_back(Entry {
             seq,
             item,
             since: Instant::now(),
             waited_before: Duration::ZERO,
             persisted,
+            durable: !persisted,
         });
     }
 
-    /// The next entry to hand to the client, if any.
+    /// The sync to run now, if records wait for one and none is running.
+    pub fn sync_job(&mut self) -> Option<SyncJob> {
+        if self.syncing {
+            return None;
+        }
+        let upto = self.unsynced?;
+        let disk = self.disk.as_mut()?;
+        match disk.sync_handle() {
+            Ok(file) => {
+                self.syncing = true;
+                self.unsynced = None;
+                Some(SyncJob {
+                    file,
+                    path: disk.path().to_path_buf(),
+                    upto,
+                })
+            }
+            Err(e) => {
+                self.synced(upto, Err(e));
+                None
+            }
+        }
+    }
+
+    /// A sync job finished: its entries may be handed out. When it failed
+    /// they are handed out all the same (kept in memory only; logged):
+    /// delivering an alert comes before storing it.
+    pub fn synced(&mut self, upto: u64, result: Result<(), OutboxError>) {
+        self.syncing = false;
+        match result {
+            Ok(()) => {
+                if self.disk_failing {
+                    if let Some(d) = &self.disk {
+                        log::info!("outbox {}: writable again", d.path().display());
+                    }
+                    self.disk_failing = false;
+                }
+            }
+            Err(e) => {
+                if !self.disk_failing {
+                    log::error!("outbox: cannot sync the log: {e}; its newest entries are kept in memory only");
+                    self.disk_failing = true;
+                }
+            }
+        }
+        for e in self.queue.iter_mut().filter(|e| e.seq <= upto) {
+            e.durable = true;
+        }
+    }
+
+    /// Syncs now, on this thread (at shutdown, and in tests), whether or
+    /// not a sync job is running.
+    pub fn sync_now(&mut self) {
+        if self.queue.iter().all(|e| e.durable) {
+            return;
+        }
+        let r = match self.disk.as_mut() {
+            Some(d) => d
+                .sync_handle()
+                .and_then(|f| f.sync_data().map_err(io(d.path()))),
+            None => Ok(()),
+        };
+        let running = self.syncing;
+        self.unsynced = None;
+        // Every entry numbered below `next_seq` has been written.
+        self.synced(self.next_seq.saturating_sub(1), r);
+        self.syncing = running;
+    }
+
+    /// The next entry to hand to the client, if any is ready (on disk).
     pub fn pop(&mut self) -> Option<Entry> {
+        if !self.queue.front()?.durable {
+            return None;
+        }
         self.queue.pop_front()
     }
 
@@ -695,6 +811,7 @@ mod tests {
         for i in 0..3 {
             o.push(alert(&format!("a{i}")));
         }
+        o.sync_now();
         let e0 = o.pop().expect("entry");
         o.handed(e0.clone());
         let back = o.take_handed(e0.seq).expect("handed");
@@ -708,7 +825,39 @@ mod tests {
         assert!(ids[0].contains("a1") && ids[1].contains("a2"), "{ids:?}");
         // New entries continue after the old sequence numbers.
         o.push(alert("a3"));
+        o.sync_now();
         assert_eq!(o.pop().map(|e| e.seq), Some(3));
+    }
+
+    #[test]
+    fn entries_wait_for_one_sync_that_covers_the_whole_batch() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let mut o = Outbox::open(t.path(), 1 << 20);
+        o.push(alert("a0"));
+        o.push(alert("a1"));
+        assert!(o.pop().is_none(), "not handed out before it is on disk");
+        let job = o.sync_job().expect("a sync is due");
+        assert_eq!(job.upto, 1, "one sync for both records");
+        o.push(alert("a2"));
+        assert!(o.sync_job().is_none(), "one sync at a time");
+        job.run().expect("fdatasync");
+        o.synced(job.upto, Ok(()));
+        let ids: Vec<u64> = std::iter::from_fn(|| o.pop()).map(|e| e.seq).collect();
+        assert_eq!(ids, vec![0, 1], "a2 waits for the next sync");
+        let job = o.sync_job().expect("the next sync");
+        assert_eq!(job.upto, 2);
+        // A failed sync still hands the entry out: delivering comes first.
+        o.synced(job.upto, Err(OutboxError::TooLarge(0)));
+        assert_eq!(o.pop().map(|e| e.seq), Some(2));
+        assert!(o.sync_job().is_none(), "nothing left to sync");
+    }
+
+    #[test]
+    fn memory_only_entries_need_no_sync() {
+        let mut o = Outbox::memory();
+        o.push(alert("a0"));
+        assert!(o.sync_job().is_none());
+        assert_eq!(o.pop().map(|e| e.seq), Some(0));
     }
 
     #[test]
@@ -771,6 +920,7 @@ mod tests {
         let mut o = Outbox::open(t.path(), 1 << 20);
         for i in 0..200 {
             o.push(alert(&format!("a{i}")));
+            o.sync_now();
             let e = o.pop().expect("entry");
             o.finish(&e);
         }

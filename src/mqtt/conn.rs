@@ -61,6 +61,9 @@ impl Endpoint {
         // bigger ones instead of sending what we would have to refuse.
         o.set_max_packet_size(Some(MAX_PACKET));
         o.set_outgoing_inflight_upper_limit(MAX_OUTGOING_INFLIGHT);
+        // Requests already queued go out with one flush (one TLS write):
+        // a sweep's readings, or a burst of alerts and answers.
+        o.set_max_request_batch(MAX_REQUEST_BATCH);
         let mut net = NetworkOptions::new();
         net.set_tcp_nodelay(true);
         o.set_network_options(net);
@@ -70,6 +73,9 @@ impl Endpoint {
         o
     }
 }
+
+/// Most client requests the event loop takes before it flushes.
+pub const MAX_REQUEST_BATCH: usize = 32;
 
 /// A one-line explanation of why a connection failed, for a person.
 pub fn explain(e: &ConnectionError) -> String {
