@@ -205,9 +205,9 @@ pub struct ChannelArgs {
     /// `delivered`, anything else (or the timeout) `failed`.
     #[arg(long, value_name = "CMD")]
     pub exec: Option<String>,
-    /// Seconds a --exec hook may run before it is killed and counts as failed.
-    #[arg(long, value_name = "SECS", default_value_t = 30)]
-    pub exec_timeout: u64,
+    /// Seconds a --exec hook may run before it is killed and counts as failed [default: 30].
+    #[arg(long, value_name = "SECS")]
+    pub exec_timeout: Option<u64>,
     /// Handle only some alerts: gateway=NAME, sensor=ID_OR_NAME, level>=LEVEL
     /// (repeatable; same key: any of them, different keys: all).
     #[arg(long = "filter", value_name = "COND")]
@@ -215,19 +215,35 @@ pub struct ChannelArgs {
     /// No desktop notifications.
     #[arg(long)]
     pub no_desktop: bool,
-    /// Alarm when the broker connection is down for longer than this.
-    #[arg(long, value_name = "SECS", default_value_t = 60)]
-    pub broker_grace_secs: u64,
-    /// Alarm when an online gateway sends no reading for this many of its poll intervals.
-    #[arg(long, value_name = "N", default_value_t = 5)]
-    pub stale_intervals: u32,
-    /// ... or for this long, when the gateway does not announce its poll interval.
-    #[arg(long, value_name = "SECS", default_value_t = 120)]
-    pub stale_after_secs: u64,
+    /// Alarm when the broker connection is down for longer than this [default: 60].
+    #[arg(long, value_name = "SECS")]
+    pub broker_grace_secs: Option<u64>,
+    /// Alarm when an online gateway sends no reading for this many of its poll intervals [default: 5].
+    #[arg(long, value_name = "N")]
+    pub stale_intervals: Option<u32>,
+    /// ... or for this long, when the gateway does not announce its poll interval [default: 120].
+    #[arg(long, value_name = "SECS")]
+    pub stale_after_secs: Option<u64>,
     /// Share the alerts with the other notifiers of this group (MQTT v5
     /// shared subscription `$share/NAME/<prefix>/+/alerts/+`): each alert
     /// goes to one of them. Status and readings are still seen by all.
     #[arg(long, value_name = "NAME")]
+    pub share_group: Option<String>,
+}
+
+/// The same options from the notifier's TOML file (keys as the long flags,
+/// `_` for `-`); a flag given on the command line wins over its key.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelFile {
+    pub exec: Option<String>,
+    pub exec_timeout: Option<u64>,
+    /// Used only when no --filter is given.
+    pub filter: Option<Vec<String>>,
+    pub no_desktop: Option<bool>,
+    pub broker_grace_secs: Option<u64>,
+    pub stale_intervals: Option<u32>,
+    pub stale_after_secs: Option<u64>,
     pub share_group: Option<String>,
 }
 
@@ -261,24 +277,48 @@ impl Channels {
 }
 
 impl ChannelArgs {
-    pub fn resolve(&self) -> Result<Channels, ChannelError> {
-        if let Some(g) = &self.share_group {
+    /// The channels from the flags, falling back to `file` key by key, then
+    /// to the defaults.
+    pub fn resolve(&self, file: &ChannelFile) -> Result<Channels, ChannelError> {
+        let share_group = self.share_group.clone().or(file.share_group.clone());
+        if let Some(g) = &share_group {
             if !crate::config::is_topic_word(g) {
                 return Err(ChannelError::ShareGroup(g.clone()));
             }
         }
+        let filter = if self.filter.is_empty() {
+            file.filter.as_deref().unwrap_or_default()
+        } else {
+            &self.filter[..]
+        };
+        let exec_timeout = self.exec_timeout.or(file.exec_timeout).unwrap_or(30);
         Ok(Channels {
-            share_group: self.share_group.clone(),
+            share_group,
             exec: self
                 .exec
                 .clone()
-                .map(|c| ExecHook::new(c, Duration::from_secs(self.exec_timeout.max(1)))),
-            desktop: (!self.no_desktop).then(Desktop::default),
-            filter: crate::filter::Filter::parse(&self.filter)?,
+                .or(file.exec.clone())
+                .map(|c| ExecHook::new(c, Duration::from_secs(exec_timeout.max(1)))),
+            desktop: (!(self.no_desktop || file.no_desktop.unwrap_or(false)))
+                .then(Desktop::default),
+            filter: crate::filter::Filter::parse(filter)?,
             watch: crate::watch::WatchConfig {
-                stale_intervals: self.stale_intervals.max(1),
-                stale_after: Duration::from_secs(self.stale_after_secs.max(1)),
-                broker_grace: Duration::from_secs(self.broker_grace_secs),
+                stale_intervals: self
+                    .stale_intervals
+                    .or(file.stale_intervals)
+                    .unwrap_or(5)
+                    .max(1),
+                stale_after: Duration::from_secs(
+                    self.stale_after_secs
+                        .or(file.stale_after_secs)
+                        .unwrap_or(120)
+                        .max(1),
+                ),
+                broker_grace: Duration::from_secs(
+                    self.broker_grace_secs
+                        .or(file.broker_grace_secs)
+                        .unwrap_or(60),
+                ),
             },
         })
     }
@@ -319,6 +359,80 @@ pub fn watch_alert(e: &crate::watch::Event) -> Alert {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flags_win_over_the_file_and_the_file_over_the_defaults() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct T {
+            #[command(flatten)]
+            c: ChannelArgs,
+        }
+        let file = ChannelFile {
+            exec: Some("file-hook".into()),
+            exec_timeout: Some(7),
+            filter: Some(vec!["level>=CRITICAL".into()]),
+            no_desktop: Some(true),
+            broker_grace_secs: Some(11),
+            stale_intervals: Some(3),
+            stale_after_secs: Some(33),
+            share_group: Some("ops".into()),
+        };
+        let none = T::parse_from(["t"]).c;
+        let c = none.resolve(&file).expect("resolve");
+        assert_eq!(
+            c.exec.as_ref().map(|e| e.command.as_str()),
+            Some("file-hook")
+        );
+        assert_eq!(
+            c.exec.as_ref().map(|e| e.timeout),
+            Some(Duration::from_secs(7))
+        );
+        assert!(c.desktop.is_none());
+        assert!(!c.filter.accepts(&alert(AlertLevel::Warning)));
+        assert_eq!(c.watch.broker_grace, Duration::from_secs(11));
+        assert_eq!(c.watch.stale_intervals, 3);
+        assert_eq!(c.watch.stale_after, Duration::from_secs(33));
+        assert_eq!(c.share_group.as_deref(), Some("ops"));
+
+        let flags = T::parse_from([
+            "t",
+            "--exec",
+            "flag-hook",
+            "--exec-timeout",
+            "9",
+            "--filter",
+            "level>=WARNING",
+            "--stale-intervals",
+            "4",
+            "--share-group",
+            "night",
+        ])
+        .c;
+        let c = flags.resolve(&file).expect("resolve");
+        assert_eq!(
+            c.exec.as_ref().map(|e| e.command.as_str()),
+            Some("flag-hook")
+        );
+        assert_eq!(
+            c.exec.as_ref().map(|e| e.timeout),
+            Some(Duration::from_secs(9))
+        );
+        assert!(c.filter.accepts(&alert(AlertLevel::Warning)));
+        assert_eq!(c.watch.stale_intervals, 4);
+        assert_eq!(
+            c.watch.broker_grace,
+            Duration::from_secs(11),
+            "from the file"
+        );
+        assert_eq!(c.share_group.as_deref(), Some("night"));
+
+        let c = none.resolve(&ChannelFile::default()).expect("defaults");
+        assert!(c.exec.is_none() && c.desktop.is_some() && c.share_group.is_none());
+        assert_eq!(c.watch.stale_intervals, 5);
+        assert_eq!(c.watch.stale_after, Duration::from_secs(120));
+        assert_eq!(c.watch.broker_grace, Duration::from_secs(60));
+    }
 
     fn alert(level: AlertLevel) -> Alert {
         Alert {

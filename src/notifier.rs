@@ -35,7 +35,7 @@ use crate::timefmt;
     about = "Shows thermalert alerts and gateway status, and answers each alert"
 )]
 pub struct Cli {
-    /// A TOML file with any of the options below (keys as the long flags, with '_' for '-').
+    /// A TOML file with any of the options below, channels included (keys as the long flags, with '_' for '-'); flags win.
     #[arg(long, short)]
     pub config: Option<PathBuf>,
     #[arg(long)]
@@ -110,6 +110,31 @@ pub struct FileConfig {
     pub receive_maximum: Option<u16>,
     pub state_dir: Option<PathBuf>,
     pub json: Option<bool>,
+    // The channel options (see `ChannelArgs`).
+    pub exec: Option<String>,
+    pub exec_timeout: Option<u64>,
+    pub filter: Option<toml::Spanned<Vec<String>>>,
+    pub no_desktop: Option<bool>,
+    pub broker_grace_secs: Option<u64>,
+    pub stale_intervals: Option<u32>,
+    pub stale_after_secs: Option<u64>,
+    pub share_group: Option<toml::Spanned<String>>,
+}
+
+impl FileConfig {
+    /// The channel options of the file.
+    pub fn channels(&self) -> crate::channels::ChannelFile {
+        crate::channels::ChannelFile {
+            exec: self.exec.clone(),
+            exec_timeout: self.exec_timeout,
+            filter: self.filter.as_ref().map(|f| f.get_ref().clone()),
+            no_desktop: self.no_desktop,
+            broker_grace_secs: self.broker_grace_secs,
+            stale_intervals: self.stale_intervals,
+            stale_after_secs: self.stale_after_secs,
+            share_group: self.share_group.as_ref().map(|g| g.get_ref().clone()),
+        }
+    }
 }
 
 /// Resolved settings.
@@ -120,6 +145,8 @@ pub struct Settings {
     pub state_dir: PathBuf,
     /// The CA file and client certificate, watched for expiry.
     pub cert_files: Vec<(&'static str, PathBuf)>,
+    /// The channel options from the file (the flags win over them).
+    pub channel_file: crate::channels::ChannelFile,
 }
 
 fn default_state_dir() -> PathBuf {
@@ -156,13 +183,48 @@ fn load_file(path: &Path) -> Result<FileConfig, SettingsError> {
         path: path.to_path_buf(),
         source,
     })?;
-    let mut f: FileConfig = toml::from_str(&src).map_err(|e| SettingsError::Syntax {
-        path: path.to_path_buf(),
-        line: e.span().map_or(1, |s| {
+    let mut f: FileConfig = toml::from_str(&src).map_err(|e| {
+        let line = e.span().map_or(1, |s| {
             src[..s.start.min(src.len())].matches('\n').count() + 1
-        }),
-        message: e.message().to_string(),
+        });
+        // A bad value's message does not name its key: take it from the line.
+        let key = src
+            .lines()
+            .nth(line - 1)
+            .and_then(|l| l.split_once('='))
+            .map(|(k, _)| k.trim())
+            .filter(|k| !k.is_empty() && !e.message().contains(k));
+        SettingsError::Syntax {
+            path: path.to_path_buf(),
+            line,
+            message: match key {
+                Some(k) => format!("{k}: {}", e.message()),
+                None => e.message().to_string(),
+            },
+        }
     })?;
+    // Checked here, where the file's line is known.
+    let at = |span: std::ops::Range<usize>, message: String| SettingsError::Syntax {
+        path: path.to_path_buf(),
+        line: src[..span.start.min(src.len())].matches('\n').count() + 1,
+        message,
+    };
+    if let Some(filter) = &f.filter {
+        if let Err(e) = crate::filter::Filter::parse(filter.get_ref()) {
+            return Err(at(filter.span(), format!("filter: {e}")));
+        }
+    }
+    if let Some(g) = &f.share_group {
+        if !crate::config::is_topic_word(g.get_ref()) {
+            return Err(at(
+                g.span(),
+                format!(
+                    "share_group: {:?}: use letters, digits, '-' and '_'",
+                    g.get_ref()
+                ),
+            ));
+        }
+    }
     let base = path.parent().unwrap_or(Path::new("."));
     for p in [
         f.ca_file.as_mut(),
@@ -195,6 +257,7 @@ impl Settings {
             Some(p) => load_file(p)?,
             None => FileConfig::default(),
         };
+        let channel_file = f.channels();
         let ca_file = cli
             .ca_file
             .clone()
@@ -267,6 +330,7 @@ impl Settings {
                 .or(f.state_dir)
                 .unwrap_or_else(default_state_dir),
             cert_files,
+            channel_file,
         })
     }
 }
@@ -285,7 +349,7 @@ pub fn main() -> i32 {
     if let Some(NotifierCommand::Status { timeout }) = cli.command {
         return crate::notifier_status::main(settings, Duration::from_secs(timeout));
     }
-    let channels = match cli.channels.resolve() {
+    let channels = match cli.channels.resolve(&settings.channel_file) {
         Ok(c) => c,
         Err(e) => {
             log::error!("invalid configuration: {e}");
@@ -771,5 +835,44 @@ impl Notifier {
                 s.reason.map(|r| format!(" ({r})")).unwrap_or_default()
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_file_loads_with_every_documented_key() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/notifier.toml");
+        let src = std::fs::read_to_string(&example).expect("read the example");
+        // Uncomment every `# key = value` line: each must be a known key.
+        let all: String = src
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest) if rest.contains(" = ") => rest.split("   #").next().unwrap_or(rest),
+                _ => l,
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("notifier.toml");
+        std::fs::write(&p, all).expect("write");
+        let f = load_file(&p).expect("every documented key is known");
+        let c = f.channels();
+        assert_eq!(c.exec_timeout, Some(30));
+        assert_eq!(
+            c.filter,
+            Some(vec![
+                "gateway=gw1".to_string(),
+                "level>=CRITICAL".to_string()
+            ])
+        );
+        assert_eq!(c.share_group.as_deref(), Some("night-shift"));
+        assert_eq!(
+            f.ca_file,
+            Some(dir.path().join("ca.crt")),
+            "relative to the file"
+        );
     }
 }

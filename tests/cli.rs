@@ -110,6 +110,36 @@ fn notifier_without_a_ca_file_says_what_is_missing() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--ca-file"));
 }
 
+#[test]
+fn notifier_names_the_file_and_line_of_a_bad_channel_option() {
+    let d = setup();
+    let ca = d.path().join("certs/ca.crt");
+    let p = d.path().join("notifier.toml");
+    let good = format!(
+        "ca_file = {:?}\nexec = \"true\"\nexec_timeout = 5\nno_desktop = true\n",
+        ca.display().to_string()
+    );
+    for (extra, line, what) in [
+        ("filter = [\"level>=HOT\"]\n", 5, "filter"),
+        ("share_group = \"a/b\"\n", 5, "share_group"),
+        ("stale_intervals = -1\n", 5, "stale_intervals"),
+        ("exec_timeot = 3\n", 5, "exec_timeot"),
+    ] {
+        std::fs::write(&p, format!("{good}{extra}")).expect("write");
+        let out = Command::new(NOTIFIER)
+            .arg("--config")
+            .arg(&p)
+            .output()
+            .expect("run notifier");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{extra}: {err}");
+        assert!(
+            err.contains(&format!("{}:{line}", p.display())) && err.contains(what),
+            "{extra}: {err}"
+        );
+    }
+}
+
 fn scan(config: &Path) -> (Option<i32>, String) {
     let out = Command::new(DAEMON)
         .arg("--config")
