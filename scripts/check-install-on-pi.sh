@@ -29,6 +29,20 @@ e=$r/etc/thermalert
 [[ -x $b && $(mode "$b") == 755 ]] || fail "binary missing or mode $(mode "$b")"
 cmp -s "$r/etc/systemd/system/thermalertd.service" "$root/systemd/thermalertd.service" || fail "unit differs"
 [[ $(mode "$r/etc/systemd/system/thermalertd.service") == 644 ]] || fail "unit mode"
+rules=$r/etc/udev/rules.d/60-thermalert-w1.rules
+cmp -s "$rules" "$root/systemd/60-thermalert-w1.rules" || fail "udev rule missing or different"
+[[ $(mode "$rules") == 644 ]] || fail "udev rule mode"
+# The rule's command on a stand-in sysfs (its group: ours, not gpio).
+dev=$scratch/sys/devices/w1_bus_master1/28-0000000001
+mkdir -p "$dev"
+: >"$dev/resolution"; : >"$dev/../therm_bulk_read"
+chmod 0644 "$dev/resolution" "$dev/../therm_bulk_read"
+cmd=$(sed -n "s|.*RUN+=\"/bin/sh -c '\(.*\)'\"\$|\1|p" "$rules")
+[[ -n $cmd ]] || fail "udev rule: no RUN command found"
+cmd=${cmd//\/sys%p/$dev}
+sh -c "${cmd//chgrp gpio/chgrp $(id -gn)}" || fail "udev rule: its command failed: $cmd"
+[[ $(mode "$dev/resolution") == 664 && $(mode "$dev/../therm_bulk_read") == 664 ]] ||
+    fail "udev rule: resolution / therm_bulk_read not group-writable"
 [[ $(mode "$e") == 755 ]] || fail "/etc/thermalert mode $(mode "$e")"
 [[ $(mode "$e/thermalertd.toml") == 644 ]] || fail "config mode $(mode "$e/thermalertd.toml")"
 [[ $(mode "$e/ca.crt") == 644 ]] || fail "ca.crt mode"
@@ -56,7 +70,8 @@ cmp -s "$e/ca.crt" "$scratch/certs/ca.crt" || fail "re-run changed ca.crt"
 # Uninstall keeps the configuration; --purge removes it.
 mkdir -p "$r/var/lib/thermalert"
 bash "$install_sh" --root "$r" --uninstall >/dev/null
-[[ ! -e $b && ! -e $r/etc/systemd/system/thermalertd.service ]] || fail "--uninstall left the binary or unit"
+[[ ! -e $b && ! -e $r/etc/systemd/system/thermalertd.service && ! -e $rules ]] ||
+    fail "--uninstall left the binary, unit or udev rule"
 [[ -f $e/thermalertd.toml && -f $e/mqtt.pass ]] || fail "--uninstall removed the configuration"
 bash "$install_sh" --root "$r" --uninstall >/dev/null || fail "a second --uninstall failed"
 bash "$install_sh" --root "$r" --uninstall --purge >/dev/null

@@ -21,7 +21,9 @@ Usage: $prog [options]
 
 Steps:
   1. install the binary as /usr/local/bin/thermalertd (mode 0755)
-  2. install the unit as /etc/systemd/system/thermalertd.service
+  2. install the unit as /etc/systemd/system/thermalertd.service, and
+     60-thermalert-w1.rules as /etc/udev/rules.d/ (the gpio group may
+     write the w1 files the daemon uses: therm_bulk_read, resolution)
   3. /etc/thermalert (0755): thermalertd.toml from thermalertd-w1.toml
      unless one exists (0644; ca_file = "ca.crt", password_file =
      "mqtt.pass"), ca.crt (0644) from --ca or the broker's
@@ -85,6 +87,7 @@ fi
 
 bin_path=$root/usr/local/bin/thermalertd
 unit_path=$root/etc/systemd/system/thermalertd.service
+rules_path=$root/etc/udev/rules.d/60-thermalert-w1.rules
 etc=$root/etc/thermalert
 state=$root/var/lib/thermalert
 
@@ -102,8 +105,8 @@ if [[ $uninstall == 1 ]]; then
         step "systemctl disable --now thermalertd"
         systemctl disable --now thermalertd.service || true
     fi
-    step "removing $bin_path and $unit_path"
-    rm -f "$bin_path" "$unit_path"
+    step "removing $bin_path, $unit_path and $rules_path"
+    rm -f "$bin_path" "$unit_path" "$rules_path"
     [[ $systemd == 0 ]] || systemctl daemon-reload
     if [[ $purge == 1 ]]; then
         # DynamicUser= keeps the state in /var/lib/private/thermalert.
@@ -139,6 +142,17 @@ step "unit: $unit_path"
 install -d -m 0755 "$(dirname -- "$unit_path")"
 install -m 0644 "$unit_src" "$unit_path"
 own root:root "$unit_path"
+
+if rules_src=$(find_file "$here/60-thermalert-w1.rules" "$here/../systemd/60-thermalert-w1.rules"); then
+    step "udev rule: $rules_path"
+    install -d -m 0755 "$(dirname -- "$rules_path")"
+    install -m 0644 "$rules_src" "$rules_path"
+    own root:root "$rules_path"
+else
+    rules_src=
+    echo "note: 60-thermalert-w1.rules not found next to this script or in ../systemd/:"
+    echo "      the w1-sysfs backend will read the sensors one conversion at a time"
+fi
 
 step "configuration: $etc"
 install -d -m 0755 "$etc"
@@ -191,6 +205,12 @@ fi
 if ! getent group gpio >/dev/null; then
     step "groupadd --system gpio (the unit's SupplementaryGroups=gpio)"
     groupadd --system gpio
+fi
+
+if [[ -n $rules_src ]] && command -v udevadm >/dev/null; then
+    step "udevadm: reload the rules, apply them to the sensors present"
+    udevadm control --reload-rules || true
+    udevadm trigger --action=add --subsystem-match=w1 || true
 fi
 
 step "systemctl daemon-reload; enable thermalertd"
