@@ -88,6 +88,16 @@ pub fn parse_temperature(text: &str) -> Result<i32, ParseError> {
     parse_millis(text, text)
 }
 
+/// What to do about a w1 file the daemon may not write.
+fn permission_hint(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem => {
+            " (install systemd/60-thermalert-w1.rules: scripts/install-on-pi.sh does)"
+        }
+        _ => "",
+    }
+}
+
 /// The state `therm_bulk_read` reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BulkState {
@@ -262,7 +272,11 @@ impl W1SysfsBackend {
                 }
                 Err(e) => {
                     if self.warned.insert(id.clone()) {
-                        log::warn!("{id}: cannot set the resolution: {}: {e}", path.display());
+                        log::warn!(
+                            "{id}: cannot set the resolution: {}: {e}{}",
+                            path.display(),
+                            permission_hint(&e)
+                        );
                     }
                 }
             }
@@ -297,7 +311,11 @@ impl W1SysfsBackend {
         for f in &files {
             if let Err(e) = std::fs::write(f, "trigger") {
                 if self.warned.insert(f.display().to_string()) {
-                    log::warn!("{}: {e}: reading each sensor instead", f.display());
+                    log::warn!(
+                        "{}: {e}: reading each sensor instead (one conversion each){}",
+                        f.display(),
+                        permission_hint(&e)
+                    );
                 }
                 return false;
             }
