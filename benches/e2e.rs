@@ -22,13 +22,12 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{Broker, BrokerOpts};
+use common::{Broker, BrokerOpts, Sink};
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
@@ -42,19 +41,15 @@ struct Timed {
     inner: Arc<(Mutex<Stamped>, Condvar)>,
 }
 
-impl Timed {
-    fn follow(&self, r: impl Read + Send + 'static) {
-        let me = self.clone();
-        std::thread::spawn(move || {
-            for l in BufReader::new(r).lines() {
-                let Ok(l) = l else { break };
-                let (m, c) = &*me.inner;
-                m.lock().expect("lock").push((Instant::now(), l));
-                c.notify_all();
-            }
-        });
+impl Sink for Timed {
+    fn push(&self, l: String) {
+        let (m, c) = &*self.inner;
+        m.lock().expect("lock").push((Instant::now(), l));
+        c.notify_all();
     }
+}
 
+impl Timed {
     fn len(&self) -> usize {
         self.inner.0.lock().expect("lock").len()
     }
@@ -111,20 +106,9 @@ struct Proc {
 impl Proc {
     fn spawn(mut cmd: Command) -> Proc {
         // Log lines carry timestamps unless journald is the log's reader.
-        cmd.env_remove("JOURNAL_STREAM")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.env_remove("JOURNAL_STREAM");
         let spawned = Instant::now();
-        let mut child = cmd.spawn().expect("spawn");
-        let out = Timed::default();
-        let err = Timed::default();
-        if let Some(o) = child.stdout.take() {
-            out.follow(o);
-        }
-        if let Some(e) = child.stderr.take() {
-            err.follow(e);
-        }
+        let (child, out, err) = common::spawn_piped("benchmarked process", &mut cmd);
         Proc {
             child,
             out,
@@ -189,13 +173,9 @@ fn daemon(config: &Path) -> Proc {
 /// The notifier as user `notifier`; waits until it has subscribed.
 fn notifier(broker: &Broker, client_id: &str, json: bool) -> Proc {
     let mut cmd = command(common::NOTIFIER, "BENCH_NOTIFIER_WRAP");
-    cmd.args(["--host", "localhost", "--port", &broker.port.to_string()])
-        .arg("--ca-file")
-        .arg(broker.pki.ca())
-        .args(["--username", "notifier", "--password-file"])
-        .arg(broker.pass_file("notifier"))
-        .args(["--client-id", client_id, "--state-dir"])
-        .arg(broker.dir.join(format!("notifier-state-{client_id}")));
+    cmd.args(common::notifier_args(broker, broker.port, client_id))
+        .arg("--state-dir")
+        .arg(common::notifier_state_dir(broker, client_id));
     if json {
         cmd.arg("--json");
     }

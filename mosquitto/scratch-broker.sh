@@ -8,6 +8,7 @@
 #   source mosquitto/scratch-broker.sh
 #   scratch_broker_prepare DIR FIRST_PORT   # certs, users gw1 + operator; sets $port
 #   scratch_broker_start DIR                # starts it; sets $broker_pid
+#   scratch_broker_gateway_conf COMMENT <SENSORS >DIR/thermalertd.toml
 
 scratch_broker_root=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)
 
@@ -39,4 +40,31 @@ scratch_broker_start() {
     cat "$dir/mosquitto.log" >&2
     echo "mosquitto did not start" >&2
     return 1
+}
+
+# Prints a thermalertd.toml for gateway gw1 on this broker ($port): a
+# "# COMMENT" line, the [mqtt] table (TLS, gw1's password; paths relative
+# to DIR, where the file belongs) and [sensors] (simulated, polled every
+# 500 ms), then stdin: the [[sensor]] tables.
+scratch_broker_gateway_conf() {
+    printf '# %s\n' "$1"
+    cat <<TOML
+gateway_id = "gw1"
+state_dir = "state"
+
+[mqtt]
+host = "localhost"
+port = $port
+ca_file = "certs/ca.crt"
+username = "gw1"
+password_file = "gw1.pass"
+keep_alive_secs = 10
+alert_expiry_secs = 300
+
+[sensors]
+backend = "sim"
+poll_interval_ms = 500
+
+TOML
+    cat
 }

@@ -192,24 +192,8 @@ scratch_broker_prepare "$work" 18883
 scratch_broker_start "$work" || die "mosquitto did not start"
 pids+=("$broker_pid")
 
-cat >"$work/thermalertd.toml" <<TOML
-# One simulated freezer that goes CRITICAL after a second.
-gateway_id = "gw1"
-state_dir = "state"
-
-[mqtt]
-host = "localhost"
-port = $port
-ca_file = "certs/ca.crt"
-username = "gw1"
-password_file = "gw1.pass"
-keep_alive_secs = 10
-alert_expiry_secs = 300
-
-[sensors]
-backend = "sim"
-poll_interval_ms = 500
-
+scratch_broker_gateway_conf "One simulated freezer that goes CRITICAL after a second." \
+    >"$work/thermalertd.toml" <<'TOML'
 [[sensor]]
 id = "28-000000000001"
 name = "freezer"

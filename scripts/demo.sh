@@ -33,24 +33,8 @@ echo "== scratch folder: $work" >&2
 source "$root/mosquitto/scratch-broker.sh"
 scratch_broker_prepare "$work" 8883
 
-cat >"$work/thermalertd.toml" <<TOML
-# Demo gateway: three simulated sensors whose scripts repeat every 40 s.
-gateway_id = "gw1"
-state_dir = "state"
-
-[mqtt]
-host = "localhost"
-port = $port
-ca_file = "certs/ca.crt"
-username = "gw1"
-password_file = "gw1.pass"
-keep_alive_secs = 10
-alert_expiry_secs = 300
-
-[sensors]
-backend = "sim"
-poll_interval_ms = 500
-
+scratch_broker_gateway_conf "Demo gateway: three simulated sensors whose scripts repeat every 40 s." \
+    >"$work/thermalertd.toml" <<'TOML'
 [[sensor]]
 id = "28-000000000001"
 name = "freezer"

@@ -13,15 +13,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rumqttc::{AsyncClient, PublishOptions, PublishProperties, QoS};
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 use crate::alert::AlertLevel;
-use crate::backoff::Backoff;
 use crate::config::Config;
-use crate::mqtt::conn::{self, Endpoint, Link};
+use crate::mqtt::conn::{Endpoint, Link};
 use crate::mqtt::payload::{self, Ack, Alert};
 use crate::mqtt::topics::Topics;
 use crate::mqtt::CONTENT_TYPE_JSON;
+use crate::oneshot::Connection;
 use crate::timefmt;
 
 /// The sensor level of the drill's alert topic: `<prefix>/<gw>/alerts/drill`.
@@ -99,15 +98,8 @@ pub fn main(cfg: &Config, path: &std::path::Path, timeout: Duration, expect: Opt
             return crate::EXIT_CONFIG;
         }
     };
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            log::error!("cannot start the runtime: {e}");
-            return 1;
-        }
+    let Some(rt) = crate::oneshot::runtime() else {
+        return 1;
     };
     match rt.block_on(run(cfg, endpoint, timeout, expect)) {
         Ok(_) => 0,
@@ -124,25 +116,22 @@ pub fn main(cfg: &Config, path: &std::path::Path, timeout: Duration, expect: Opt
 /// notifiers answered.
 pub async fn run(
     cfg: &Config,
-    mut endpoint: Endpoint,
+    endpoint: Endpoint,
     timeout: Duration,
     expect: Option<usize>,
 ) -> Result<Vec<Answer>, DrillError> {
-    endpoint.client_id = format!("{}-drill", endpoint.client_id);
-    endpoint.session_expiry_secs = 0;
-    endpoint.resume_on_start = false;
     let connect_within = endpoint.connect_timeout + Duration::from_secs(2);
-    let (client, eventloop) = AsyncClient::builder(endpoint.options(None))
-        .capacity(16)
-        .build();
-    let stop = CancellationToken::new();
-    let (tx, mut rx) = mpsc::channel(64);
-    let backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(2));
-    let driver = tokio::spawn(conn::drive(eventloop, tx, backoff, stop.clone()));
-    let result = exercise(cfg, &client, &mut rx, connect_within, timeout, expect).await;
-    let _ = client.disconnect().await;
-    stop.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(2), driver).await;
+    let mut c = Connection::open(endpoint, "drill", 64);
+    let result = exercise(
+        cfg,
+        &c.client,
+        &mut c.links,
+        connect_within,
+        timeout,
+        expect,
+    )
+    .await;
+    c.close().await;
     result
 }
 

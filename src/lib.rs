@@ -16,6 +16,8 @@
 //!   desktop and `--exec` channels, and `thermalert-notifier status`.
 //! - [`certwatch`]: certificate expiry warnings (daemon and notifier).
 //! - [`drill`]: `thermalertd drill`, a TEST alert end to end.
+//! - [`oneshot`]: what `drill` and `status` share (runtime, a short-lived
+//!   connection with its own client id and a clean session).
 //! - [`homeassistant`]: Home Assistant MQTT discovery payloads and the
 //!   exchange that publishes and removes them.
 //! - [`logging`]: the journal (native protocol, one entry per alert with
@@ -46,6 +48,7 @@ pub mod logging;
 pub mod mqtt;
 pub mod notifier;
 pub mod notifier_status;
+pub mod oneshot;
 pub mod onewire;
 pub mod outbox;
 pub mod reload;

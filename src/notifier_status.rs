@@ -24,13 +24,12 @@ use std::time::{Duration, SystemTime};
 use rumqttc::{AsyncClient, PubAckReason, PublishOptions, PublishResult, QoS, SubscribeReasonCode};
 use serde::Serialize;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
-use crate::backoff::Backoff;
-use crate::mqtt::conn::{self, Link};
+use crate::mqtt::conn::Link;
 use crate::mqtt::payload::{self, Alert, Status};
 use crate::mqtt::topics::{self, Parsed};
 use crate::notifier::Settings;
+use crate::oneshot::Connection;
 use crate::timefmt;
 
 /// Silence that ends the collection when no sentinel can be used.
@@ -204,15 +203,8 @@ pub enum StatusError {
 
 /// `thermalert-notifier status`; returns the exit code.
 pub fn main(settings: Settings, timeout: Duration) -> i32 {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            log::error!("cannot start the runtime: {e}");
-            return 1;
-        }
+    let Some(rt) = crate::oneshot::runtime() else {
+        return 1;
     };
     let json = settings.json;
     match rt.block_on(run(settings, timeout)) {
@@ -239,19 +231,9 @@ pub fn main(settings: Settings, timeout: Duration) -> i32 {
 }
 
 pub async fn run(settings: Settings, timeout: Duration) -> Result<Report, StatusError> {
-    let mut ep = settings.endpoint.clone();
-    ep.client_id = format!("{}-status", ep.client_id);
-    ep.resume_on_start = false;
-    ep.session_expiry_secs = 0;
-    let (client, eventloop) = AsyncClient::builder(ep.options(None)).capacity(16).build();
-    let stop = CancellationToken::new();
-    let (tx, mut rx) = mpsc::channel(1024);
-    let backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(2));
-    let driver = tokio::spawn(conn::drive(eventloop, tx, backoff, stop.clone()));
-    let res = collect(&settings, &client, &mut rx, timeout).await;
-    let _ = client.disconnect().await;
-    stop.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(2), driver).await;
+    let mut c = Connection::open(settings.endpoint.clone(), "status", 1024);
+    let res = collect(&settings, &c.client, &mut c.links, timeout).await;
+    c.close().await;
     res
 }
 

@@ -16,12 +16,7 @@ fn alerts_and_status_say_whether_the_clock_is_synchronised() {
     std::fs::create_dir_all(&timesync).expect("mkdir");
     let mut cfg = GwConfig::new(&broker, "gw1");
     cfg.mqtt_extra = "publish_readings = false\n".into();
-    cfg.sensors = sensor(
-        "28-000000000001",
-        "freezer",
-        HOT,
-        "[[0.0, 20.0], [0.3, 45.0]]",
-    );
+    cfg.sensors = freezer(HOT, "[[0.0, 20.0], [0.3, 45.0]]");
     let conf = cfg.write(t.path());
     let env = [("THERMALERT_TIMESYNC_DIR", timesync.to_str().expect("utf-8"))];
     let d = daemon_env(&conf, &env);
@@ -40,12 +35,7 @@ fn alerts_and_status_say_whether_the_clock_is_synchronised() {
     // timesyncd has synchronised the clock: the next run's payloads no
     // longer carry the field.
     std::fs::write(timesync.join("synchronized"), b"").expect("touch");
-    cfg.sensors = sensor(
-        "28-000000000001",
-        "freezer",
-        HOT,
-        "[[0.0, 20.0], [0.3, 35.0]]",
-    );
+    cfg.sensors = freezer(HOT, "[[0.0, 20.0], [0.3, 35.0]]");
     let d = daemon_env(&cfg.write(t.path()), &env);
     let alert = obs
         .out

@@ -102,31 +102,14 @@ fn alerts_become_desktop_notifications_with_critical_urgency() {
         .expect("notification service up");
 
     let broker = Broker::start(&t.path().join("b"));
-    let mut cmd = Command::new(NOTIFIER);
-    cmd.args(["--host", "localhost", "--port", &broker.port.to_string()])
-        .arg("--ca-file")
-        .arg(broker.pki.ca())
-        .args(["--username", "notifier", "--password-file"])
-        .arg(broker.pass_file("notifier"))
-        .args(["--client-id", "desk", "--json", "--state-dir"])
-        .arg(t.path().join("state"))
-        .env("DBUS_SESSION_BUS_ADDRESS", &address);
-    let n = Proc::spawn("thermalert-notifier", cmd);
-    n.err.wait_contains("subscribed to");
-    let mut cfg = GwConfig::new(&broker, "gw1");
-    cfg.sensors = sensor(
-        "28-000000000001",
-        "freezer",
-        "critical_above = 40.0",
-        "[[0.0, 45.0]]",
+    let n = notifier_env(
+        &broker,
+        "desk",
+        &[],
+        &[("DBUS_SESSION_BUS_ADDRESS", address.as_str())],
     );
-    cfg.sensors.push_str(&sensor(
-        "28-000000000002",
-        "cellar",
-        "warning_above = 30.0\ncritical_above = 40.0",
-        "[[0.0, 35.0]]",
-    ));
-    let _d = daemon(&cfg.write(t.path()));
+    let sensors = freezer(CRIT, "[[0.0, 45.0]]") + &cellar(HOT, "[[0.0, 35.0]]");
+    let _d = daemon(&GwConfig::with_sensors(&broker, "gw1", sensors).write(t.path()));
 
     let mut shown: Vec<Shown> = (0..2)
         .map(|_| rx.recv_timeout(WAIT).expect("a desktop notification"))

@@ -49,9 +49,7 @@ fn dump_on_panic<T>(d: &Proc, f: impl FnOnce() -> T) -> T {
 
 fn looping_sensor(period: f64) -> String {
     let q = period / 4.0;
-    sensor(
-        "28-000000000001",
-        "freezer",
+    freezer(
         HOT,
         &format!(
             "[[0.0, 20.0], [{q}, 35.0], [{}, 45.0], [{}, 20.0]]",
@@ -62,12 +60,7 @@ fn looping_sensor(period: f64) -> String {
 }
 
 fn hot_once() -> String {
-    sensor(
-        "28-000000000001",
-        "freezer",
-        HOT,
-        "[[0.0, 20.0], [0.3, 45.0]]",
-    )
+    freezer(HOT, "[[0.0, 20.0], [0.3, 45.0]]")
 }
 
 // Broker restarts -------------------------------------------------------------
@@ -216,7 +209,7 @@ fn an_alert_whose_expiry_passed_in_the_outbox_is_dropped_and_logged() {
     broker.restart();
     let obs = broker.observe(&["thermalert/gw1/alerts/+", "test/sync/#"]);
     // The second run's sensor stays normal: only the old alert could show up.
-    cfg.sensors = sensor("28-000000000001", "freezer", HOT, "[[0.0, 20.0]]");
+    cfg.sensors = freezer(HOT, "[[0.0, 20.0]]");
     let conf = cfg.write(t.path());
     let d2 = daemon(&conf);
     let line = d2
@@ -242,12 +235,7 @@ fn alerts_in_flight_when_the_daemon_is_sigkilled_arrive_once_after_restart() {
     let broker = Broker::start(&t.path().join("b"));
     let n = notifier(&broker, "n-inflight", &[]);
     let mut cfg = GwConfig::new(&broker, "gw1");
-    cfg.sensors = sensor(
-        "28-000000000001",
-        "freezer",
-        HOT,
-        "[[0.0, 20.0], [0.8, 45.0]]",
-    );
+    cfg.sensors = freezer(HOT, "[[0.0, 20.0], [0.8, 45.0]]");
     let conf = cfg.write(t.path());
     let d = daemon(&conf);
     d.err.wait_contains("connected to the broker");
@@ -304,7 +292,7 @@ fn a_resent_alert_is_not_shown_again_by_a_restarted_notifier_but_answered() {
     let state = t.path().join("state-gw1");
     std::fs::write(state.join(thermalert::outbox::FILE_NAME), rec).expect("write outbox");
     // Second run: the sensor stays normal, only the re-sent alert flows.
-    cfg.sensors = sensor("28-000000000001", "freezer", HOT, "[[0.0, 20.0]]");
+    cfg.sensors = freezer(HOT, "[[0.0, 20.0]]");
     let conf = cfg.write(t.path());
     let n2 = notifier(&broker, "n-dedup", &[]);
     let d2 = daemon(&conf);

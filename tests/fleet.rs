@@ -124,10 +124,8 @@ fn bridged_alerts_are_shared_and_answered_exactly_once_across_an_uplink_cut() {
 
     // A sensor that keeps changing level: WARNING, CRITICAL, RESOLVED every 3 s.
     let mut cfg = GwConfig::new(&pi, "gw1");
-    cfg.sensors = sensor(
-        "28-000000000001",
-        "freezer",
-        "warning_above = 30.0\ncritical_above = 40.0\n",
+    cfg.sensors = freezer(
+        HOT,
         "[[0.0, 20.0], [0.6, 35.0], [1.2, 45.0], [1.8, 20.0]]\nloop_secs = 3.0",
     );
     let d = daemon_env(&cfg.write(t.path()), &[("THERMALERT_LOG", "debug")]);
@@ -232,23 +230,7 @@ fn share_group_members_skip_alerts_another_member_answered() {
         "member-2",
         &["--share-group", "ops", "--no-desktop"],
     );
-    let publish_alert = |id: &str| {
-        broker.publish(
-            "observer",
-            "thermalert/gw1/alerts/s1",
-            alert_json(id).as_bytes(),
-            &[
-                "-D",
-                "publish",
-                "response-topic",
-                "thermalert/gw1/acks",
-                "-D",
-                "publish",
-                "correlation-data",
-                id,
-            ],
-        );
-    };
+    let publish_alert = |id: &str| broker.publish_alert("gw1", "s1", alert_json(id).as_bytes(), id);
     // Someone else in the group already answered "old" (e.g. before a
     // bridge re-sent it): its copy is not shown again.
     broker.publish(

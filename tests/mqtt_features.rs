@@ -532,21 +532,7 @@ fn f7_repeated_alert_is_shown_once_and_answered_each_time() {
     let n = notifier(&broker, "n-dup", &[]);
     let alert = br#"{"id":"dup-1","gateway":"gw1","sensor":"28-1","name":"x","level":"CRITICAL","celsius":45.0,"threshold":40.0,"ts":"2026-01-01T00:00:00Z","message":"m"}"#;
     for _ in 0..2 {
-        broker.publish(
-            "observer",
-            "thermalert/gw1/alerts/28-1",
-            alert,
-            &[
-                "-D",
-                "publish",
-                "response-topic",
-                "thermalert/gw1/acks",
-                "-D",
-                "publish",
-                "correlation-data",
-                "dup-1",
-            ],
-        );
+        broker.publish_alert("gw1", "28-1", alert, "dup-1");
     }
     obs.out.wait_n("two answers", 2, WAIT, |l| {
         l.starts_with("MSG|thermalert/gw1/acks|")

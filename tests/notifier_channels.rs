@@ -9,28 +9,6 @@ use common::*;
 use std::path::Path;
 use std::process::Command;
 
-/// The notifier as `notifier` with extra args and environment; waits for
-/// its subscriptions.
-fn notifier_env(broker: &Broker, id: &str, extra: &[&str], env: &[(&str, &str)]) -> Proc {
-    let mut cmd = Command::new(NOTIFIER);
-    cmd.args(["--host", "localhost", "--port", &broker.port.to_string()])
-        .arg("--ca-file")
-        .arg(broker.pki.ca())
-        .args(["--username", "notifier", "--password-file"])
-        .arg(broker.pass_file("notifier"))
-        .args(["--client-id", id, "--json", "--state-dir"])
-        .arg(broker.dir.join(format!("notifier-state-{id}")))
-        .args(extra);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let p = Proc::spawn("thermalert-notifier", cmd);
-    p.err.wait("subscriptions in place", |l| {
-        l.contains("subscribed to") || l.contains("subscriptions kept")
-    });
-    p
-}
-
 fn lines_of(p: &Proc, kind: &str) -> Vec<serde_json::Value> {
     p.out
         .snapshot()
@@ -89,20 +67,8 @@ fn exec_hook_gets_the_alert_and_its_exit_status_is_the_answer() {
         r = release.display()
     );
     let n = notifier_env(&broker, "hooked", &["--exec", &script, "--no-desktop"], &[]);
-    let mut cfg = GwConfig::new(&broker, "gw1");
-    cfg.sensors = sensor(
-        "28-000000000001",
-        "freezer",
-        "critical_above = 40.0",
-        "[[0.0, 45.0]]",
-    );
-    cfg.sensors.push_str(&sensor(
-        "28-000000000002",
-        "cellar",
-        "critical_above = 40.0",
-        "[[0.0, 46.0]]",
-    ));
-    let _d = daemon(&cfg.write(t.path()));
+    let sensors = freezer(CRIT, "[[0.0, 45.0]]") + &cellar(CRIT, "[[0.0, 46.0]]");
+    let _d = daemon(&GwConfig::with_sensors(&broker, "gw1", sensors).write(t.path()));
 
     // The cellar's hook failed: answered `failed`, so the gateway escalates.
     let failed = obs
@@ -174,13 +140,7 @@ fn exec_hook_past_its_timeout_answers_failed() {
         &["--exec", "sleep 60", "--exec-timeout", "1", "--no-desktop"],
         &[],
     );
-    let mut cfg = GwConfig::new(&broker, "gw1");
-    cfg.sensors = sensor(
-        "28-000000000001",
-        "freezer",
-        "critical_above = 40.0",
-        "[[0.0, 45.0]]",
-    );
+    let cfg = GwConfig::with_sensors(&broker, "gw1", freezer(CRIT, "[[0.0, 45.0]]"));
     let _d = daemon(&cfg.write(t.path()));
     obs.out
         .wait("failed answer", |l| l.contains("\"status\":\"failed\""));
@@ -205,23 +165,11 @@ fn filter_shows_and_answers_only_matching_alerts() {
         &[],
     );
     // gw2 goes CRITICAL first; then gw1 WARNING, then gw1 CRITICAL.
-    let mut c2 = GwConfig::new(&broker, "gw2");
-    c2.sensors = sensor(
-        "28-000000000002",
-        "cellar",
-        "critical_above = 40.0",
-        "[[0.0, 45.0]]",
-    );
+    let c2 = GwConfig::with_sensors(&broker, "gw2", cellar(CRIT, "[[0.0, 45.0]]"));
     let _d2 = daemon(&c2.write(&t.path().join("gw2")));
     obs.out
         .wait("gw2 alert", |l| l.starts_with("MSG|thermalert/gw2/alerts/"));
-    let mut c1 = GwConfig::new(&broker, "gw1");
-    c1.sensors = sensor(
-        "28-000000000001",
-        "freezer",
-        "warning_above = 30.0\ncritical_above = 40.0",
-        "[[0.0, 35.0], [1.0, 45.0]]",
-    );
+    let c1 = GwConfig::with_sensors(&broker, "gw1", freezer(HOT, "[[0.0, 35.0], [1.0, 45.0]]"));
     let _d1 = daemon(&c1.write(&t.path().join("gw1")));
     // The gw1 CRITICAL is the last alert; once it is answered, the
     // notifier has handled every alert before it.
@@ -269,20 +217,8 @@ fn without_a_notification_service_it_says_so_once_and_keeps_printing() {
             ("THERMALERT_LOG", "debug"),
         ],
     );
-    let mut cfg = GwConfig::new(&broker, "gw1");
-    cfg.sensors = sensor(
-        "28-000000000001",
-        "freezer",
-        "critical_above = 40.0",
-        "[[0.0, 45.0]]",
-    );
-    cfg.sensors.push_str(&sensor(
-        "28-000000000002",
-        "cellar",
-        "critical_above = 40.0",
-        "[[0.0, 46.0]]",
-    ));
-    let _d = daemon(&cfg.write(t.path()));
+    let sensors = freezer(CRIT, "[[0.0, 45.0]]") + &cellar(CRIT, "[[0.0, 46.0]]");
+    let _d = daemon(&GwConfig::with_sensors(&broker, "gw1", sensors).write(t.path()));
     n.out
         .wait_n("two alerts", 2, WAIT, |l| l.contains("\"type\":\"alert\""));
     // Both notifications were tried: one warning, then debug lines.
@@ -298,12 +234,7 @@ fn without_a_notification_service_it_says_so_once_and_keeps_printing() {
 
 fn run_status(broker: &Broker, extra: &[&str]) -> (Option<i32>, String) {
     let out = Command::new(NOTIFIER)
-        .args(["--host", "localhost", "--port", &broker.port.to_string()])
-        .arg("--ca-file")
-        .arg(broker.pki.ca())
-        .args(["--username", "notifier", "--password-file"])
-        .arg(broker.pass_file("notifier"))
-        .args(["--client-id", "ops"])
+        .args(notifier_args(broker, broker.port, "ops"))
         .args(extra)
         .args(["status", "--timeout", "15"])
         .output()
@@ -338,13 +269,7 @@ fn status_lists_gateways_and_active_alerts_then_exits() {
     );
 
     // gw1 CRITICAL (retained); gw2 dies (its Will).
-    let mut c1 = GwConfig::new(&broker, "gw1");
-    c1.sensors = sensor(
-        "28-000000000001",
-        "freezer",
-        "critical_above = 40.0",
-        "[[0.0, 45.0]]",
-    );
+    let c1 = GwConfig::with_sensors(&broker, "gw1", freezer(CRIT, "[[0.0, 45.0]]"));
     let _d1 = daemon(&c1.write(&t.path().join("gw1")));
     obs.out.wait("gw1 CRITICAL", |l| l.contains("\"CRITICAL\""));
     drop(d2);

@@ -11,6 +11,7 @@
 
 pub mod proxy;
 
+use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -79,13 +80,51 @@ pub struct Lines {
     inner: Arc<(Mutex<Vec<String>>, Condvar)>,
 }
 
-impl Lines {
+/// Where a child's output lines go, as they are read.
+pub trait Sink: Clone + Default + Send + 'static {
+    fn push(&self, line: String);
+
+    /// Reads `r` line by line on a thread of its own, into this sink.
+    fn follow(&self, r: impl Read + Send + 'static) {
+        let sink = self.clone();
+        std::thread::spawn(move || {
+            for l in BufReader::new(r).lines() {
+                match l {
+                    Ok(l) => sink.push(l),
+                    Err(_) => break,
+                }
+            }
+        });
+    }
+}
+
+/// Spawns `cmd` (`name` in a failure message) with stdin from /dev/null,
+/// its stdout and stderr followed into two new sinks.
+pub fn spawn_piped<S: Sink>(name: &str, cmd: &mut Command) -> (Child, S, S) {
+    cmd.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdin(Stdio::null());
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+    let out = S::default();
+    let err = S::default();
+    if let Some(o) = child.stdout.take() {
+        out.follow(o);
+    }
+    if let Some(e) = child.stderr.take() {
+        err.follow(e);
+    }
+    (child, out, err)
+}
+
+impl Sink for Lines {
     fn push(&self, l: String) {
         let (m, c) = &*self.inner;
         m.lock().expect("lock").push(l);
         c.notify_all();
     }
+}
 
+impl Lines {
     pub fn snapshot(&self) -> Vec<String> {
         self.inner.0.lock().expect("lock").clone()
     }
@@ -130,18 +169,6 @@ impl Lines {
     pub fn wait_contains(&self, needle: &str) -> String {
         self.wait(needle, |l| l.contains(needle))
     }
-
-    fn follow(&self, r: impl Read + Send + 'static) {
-        let lines = self.clone();
-        std::thread::spawn(move || {
-            for l in BufReader::new(r).lines() {
-                match l {
-                    Ok(l) => lines.push(l),
-                    Err(_) => break,
-                }
-            }
-        });
-    }
 }
 
 /// A child process whose output is collected; killed on drop.
@@ -154,18 +181,7 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(name: &str, mut cmd: Command) -> Proc {
-        cmd.stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .stdin(Stdio::null());
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
-        let out = Lines::default();
-        let err = Lines::default();
-        if let Some(o) = child.stdout.take() {
-            out.follow(o);
-        }
-        if let Some(e) = child.stderr.take() {
-            err.follow(e);
-        }
+        let (child, out, err) = spawn_piped(name, &mut cmd);
         Proc {
             child,
             out,
@@ -432,6 +448,28 @@ impl Broker {
         );
     }
 
+    /// Publishes `payload` as an alert of `gateway`'s `sensor`, as a gateway
+    /// does (ResponseTopic = the gateway's acks topic, CorrelationData =
+    /// `id`), as `observer`.
+    pub fn publish_alert(&self, gateway: &str, sensor: &str, payload: &[u8], id: &str) {
+        let acks = format!("thermalert/{gateway}/acks");
+        self.publish(
+            "observer",
+            &format!("thermalert/{gateway}/alerts/{sensor}"),
+            payload,
+            &[
+                "-D",
+                "publish",
+                "response-topic",
+                &acks,
+                "-D",
+                "publish",
+                "correlation-data",
+                id,
+            ],
+        );
+    }
+
     /// Waits until everything published before now has passed through the
     /// broker to `obs`: publishes a sentinel and waits for it. The sentinel
     /// goes at QoS 2 like the messages it follows: libmosquitto hands a
@@ -518,14 +556,18 @@ impl GwConfig {
             keep_alive_secs: 5,
             mqtt_extra: String::new(),
             sensors_extra: String::new(),
-            sensors: sensor(
-                "28-000000000001",
-                "freezer",
-                "warning_above = 30.0\ncritical_above = 40.0",
-                "[[0.0, 20.0]]",
-            ),
+            sensors: freezer(HOT, "[[0.0, 20.0]]"),
             top_extra: String::new(),
             state_dir: None,
+        }
+    }
+
+    /// [`new`](Self::new) with these `[[sensor]]` tables instead of the
+    /// default freezer.
+    pub fn with_sensors(broker: &Broker, gateway: &str, sensors: String) -> GwConfig {
+        GwConfig {
+            sensors,
+            ..GwConfig::new(broker, gateway)
         }
     }
 
@@ -567,6 +609,16 @@ pub fn sensor(id: &str, name: &str, thresholds: &str, steps: &str) -> String {
     format!("\n[[sensor]]\nid = \"{id}\"\nname = \"{name}\"\n{thresholds}\n[sensor.sim]\nsteps = {steps}\n")
 }
 
+/// The first test sensor (`28-000000000001`, "freezer") as a `[[sensor]]` table.
+pub fn freezer(thresholds: &str, steps: &str) -> String {
+    sensor("28-000000000001", "freezer", thresholds, steps)
+}
+
+/// The second test sensor (`28-000000000002`, "cellar") as a `[[sensor]]` table.
+pub fn cellar(thresholds: &str, steps: &str) -> String {
+    sensor("28-000000000002", "cellar", thresholds, steps)
+}
+
 pub fn daemon(config: &Path) -> Proc {
     daemon_env(config, &[])
 }
@@ -580,22 +632,67 @@ pub fn daemon_env(config: &Path, env: &[(&str, &str)]) -> Proc {
     Proc::spawn("thermalertd", cmd)
 }
 
+/// The notifier's command-line arguments to connect as `notifier` to
+/// `port` (`broker`'s, or a proxy's in front of it) with `client_id`.
+pub fn notifier_args(broker: &Broker, port: u16, client_id: &str) -> Vec<OsString> {
+    let mut args: Vec<OsString> = ["--host", "localhost", "--port", &port.to_string()]
+        .iter()
+        .map(OsString::from)
+        .collect();
+    args.extend([
+        "--ca-file".into(),
+        broker.pki.ca().into(),
+        "--username".into(),
+        "notifier".into(),
+        "--password-file".into(),
+        broker.pass_file("notifier").into(),
+        "--client-id".into(),
+        client_id.into(),
+    ]);
+    args
+}
+
+/// The notifier's state folder for `client_id`.
+pub fn notifier_state_dir(broker: &Broker, client_id: &str) -> PathBuf {
+    broker.dir.join(format!("notifier-state-{client_id}"))
+}
+
 /// The notifier as `notifier`, printing JSON, with a stable client id.
 pub fn notifier(broker: &Broker, client_id: &str, extra: &[&str]) -> Proc {
-    notifier_via(broker, broker.port, client_id, extra)
+    notifier_env(broker, client_id, extra, &[])
 }
 
 /// [`notifier`], connecting to `port` (a proxy in front of `broker`).
 pub fn notifier_via(broker: &Broker, port: u16, client_id: &str, extra: &[&str]) -> Proc {
+    spawn_notifier(broker, port, client_id, extra, &[])
+}
+
+/// [`notifier`] with extra environment variables.
+pub fn notifier_env(
+    broker: &Broker,
+    client_id: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Proc {
+    spawn_notifier(broker, broker.port, client_id, extra, env)
+}
+
+/// Starts the notifier; returns once its subscriptions are in place.
+fn spawn_notifier(
+    broker: &Broker,
+    port: u16,
+    client_id: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Proc {
     let mut cmd = Command::new(NOTIFIER);
-    cmd.args(["--host", "localhost", "--port", &port.to_string()])
-        .arg("--ca-file")
-        .arg(broker.pki.ca())
-        .args(["--username", "notifier", "--password-file"])
-        .arg(broker.pass_file("notifier"))
-        .args(["--client-id", client_id, "--json", "--state-dir"])
-        .arg(broker.dir.join(format!("notifier-state-{client_id}")))
+    cmd.args(notifier_args(broker, port, client_id))
+        .args(["--json", "--state-dir"])
+        .arg(notifier_state_dir(broker, client_id))
         .args(extra);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
     let p = Proc::spawn("thermalert-notifier", cmd);
     p.err.wait("subscriptions in place", |l| {
         l.contains("subscribed to") || l.contains("subscriptions kept")
@@ -615,6 +712,9 @@ pub fn notifier_alerts(p: &Proc) -> Vec<serde_json::Value> {
 
 /// Thresholds most tests use: WARNING above 30 C, CRITICAL above 40 C.
 pub const HOT: &str = "warning_above = 30.0\ncritical_above = 40.0";
+
+/// CRITICAL above 40 C, no WARNING level.
+pub const CRIT: &str = "critical_above = 40.0";
 
 pub fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().expect("tempdir")
