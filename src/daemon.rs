@@ -90,15 +90,8 @@ pub fn main() -> i32 {
             };
             // One thread: the outbox's fsyncs run on the blocking pool, so
             // nothing here waits for the disk (BENCHMARKS.md).
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    log::error!("cannot start the runtime: {e}");
-                    return 1;
-                }
+            let Some(rt) = crate::oneshot::runtime() else {
+                return 1;
             };
             match rt.block_on(run(cfg, endpoint, &cli.config)) {
                 Ok(()) => 0,
