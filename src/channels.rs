@@ -3,9 +3,9 @@
 //! off the MQTT loop, in their own tasks.
 
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
@@ -128,11 +128,31 @@ impl ExecHook {
     }
 }
 
+/// Desktop notifications sent at once; in a flood the alerts beyond them
+/// are left out and counted in the next notification.
+pub const MAX_DESKTOP_IN_FLIGHT: usize = 8;
+
+/// After a failure, how long alerts are not offered to the desktop (each
+/// attempt opens a D-Bus connection; without a session bus, every alert of
+/// a flood would pay for a failed one).
+pub const DESKTOP_RETRY: Duration = Duration::from_secs(10);
+
 /// Freedesktop desktop notifications. When no notification service can be
-/// reached, says so once and carries on (the terminal still shows alerts).
+/// reached, says so once, tries again after [`DESKTOP_RETRY`], and carries
+/// on (the terminal still shows alerts).
 #[derive(Debug, Clone, Default)]
 pub struct Desktop {
-    warned: Arc<AtomicBool>,
+    state: Arc<DesktopState>,
+}
+
+#[derive(Debug, Default)]
+struct DesktopState {
+    warned: AtomicBool,
+    in_flight: AtomicUsize,
+    /// Alerts left out since the last notification (too many at once).
+    left_out: AtomicUsize,
+    /// While the service is unreachable: not before this instant.
+    retry_at: Mutex<Option<Instant>>,
 }
 
 /// The notification's title line.
@@ -146,9 +166,26 @@ pub fn summary(a: &Alert) -> String {
 impl Desktop {
     /// Shows `a` in a task of its own; never blocks the caller.
     pub fn show(&self, a: &Alert) {
-        let warned = self.warned.clone();
+        let st = &self.state;
+        if let Ok(retry_at) = st.retry_at.lock() {
+            if retry_at.is_some_and(|t| Instant::now() < t) {
+                return;
+            }
+        }
+        if st.in_flight.fetch_add(1, Ordering::AcqRel) >= MAX_DESKTOP_IN_FLIGHT {
+            st.in_flight.fetch_sub(1, Ordering::AcqRel);
+            st.left_out.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let st = self.state.clone();
         let summary = summary(a);
-        let body = a.message.clone();
+        let body = match st.left_out.swap(0, Ordering::Relaxed) {
+            0 => a.message.clone(),
+            n => format!(
+                "{}\n(and {n} more alert(s) not shown here; see the terminal)",
+                a.message
+            ),
+        };
         let critical = a.level == AlertLevel::Critical;
         tokio::spawn(async move {
             let res = tokio::time::timeout(
@@ -156,12 +193,21 @@ impl Desktop {
                 show_notification(summary, body, critical),
             )
             .await;
+            st.in_flight.fetch_sub(1, Ordering::AcqRel);
             let err = match res {
-                Ok(Ok(())) => return,
+                Ok(Ok(())) => {
+                    if let Ok(mut retry_at) = st.retry_at.lock() {
+                        *retry_at = None;
+                    }
+                    return;
+                }
                 Ok(Err(e)) => e,
                 Err(_) => "no answer from the notification service in 5 s".into(),
             };
-            if !warned.swap(true, Ordering::Relaxed) {
+            if let Ok(mut retry_at) = st.retry_at.lock() {
+                *retry_at = Some(Instant::now() + DESKTOP_RETRY);
+            }
+            if !st.warned.swap(true, Ordering::Relaxed) {
                 log::warn!(
                     "desktop notifications unavailable ({err}); alerts are still printed here (--no-desktop turns this off)"
                 );

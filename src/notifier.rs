@@ -7,6 +7,7 @@
 //! alert id twice.
 
 use std::collections::{HashMap, HashSet};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -356,8 +357,11 @@ pub fn main() -> i32 {
             return crate::EXIT_CONFIG;
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread: the MQTT client, this loop and the channels' tasks take
+    // turns, so that a batch of messages is handled and answered in one go
+    // (one checkpoint, one write) instead of each crossing between worker
+    // threads (see BENCHMARKS.md).
+    let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
@@ -395,7 +399,45 @@ struct Notifier {
     hook_tx: mpsc::UnboundedSender<HookDone>,
     /// In a share group: alerts another member answered `delivered`.
     answered_elsewhere: Seen,
+    /// Lines for standard output, written in one go by `flush`.
+    out: Vec<u8>,
+    /// Answers, acknowledgements and hooks that wait until the lines
+    /// before them are written and the alert ids recorded: see `flush`.
+    deferred: Vec<Deferred>,
 }
+
+/// Work held back until the messages handled so far are shown and
+/// recorded, so that nothing is answered or acknowledged before that.
+enum Deferred {
+    /// Answer an alert on its ResponseTopic.
+    Answer {
+        alert_id: String,
+        response_topic: String,
+        correlation: Option<bytes::Bytes>,
+        status: &'static str,
+    },
+    /// Acknowledge (PUBACK/PUBREC) a handled message.
+    Ack(Box<rumqttc::Publish>),
+    /// Run the --exec hook of a new alert (answered when it ends).
+    Hook {
+        hook: crate::channels::ExecHook,
+        alert: Alert,
+        response_topic: String,
+        correlation: Option<bytes::Bytes>,
+    },
+}
+
+/// Requests the MQTT client takes per turn of its loop.
+const MAX_REQUEST_BATCH: usize = 2 * BATCH;
+
+/// How many queued messages are handled before their lines are written,
+/// their ids recorded and their answers sent.
+const BATCH: usize = 64;
+
+/// The notifier cannot show alerts any more.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write to standard output: {0}")]
+pub struct OutputError(#[from] std::io::Error);
 
 /// A finished --exec hook, to be answered from the MQTT loop.
 struct HookDone {
@@ -431,6 +473,10 @@ pub async fn run_with(
     // (tests/cuts.rs). Acknowledged by hand, an unhandled message is repeated
     // by the broker and shown; a repeat of a handled one is de-duplicated.
     options.set_ack_mode(rumqttc::AckMode::Manual);
+    // Up to this many requests (answers, acknowledgements) go out per
+    // client loop turn, behind one session checkpoint and one TLS write;
+    // by default each request costs its own.
+    options.set_max_request_batch(MAX_REQUEST_BATCH);
     let (client, eventloop) = AsyncClient::builder(options).capacity(256).build();
     let stop = CancellationToken::new();
     let (link_tx, mut link_rx) = mpsc::channel(1024);
@@ -459,31 +505,57 @@ pub async fn run_with(
         hook_tx,
         answered_elsewhere: Seen::new(100_000),
         settings,
+        out: Vec::new(),
+        deferred: Vec::new(),
     };
     // Not connected yet: the broker grace period runs from the start.
     n.watch.on_link_down(std::time::Instant::now());
     let mut watch_tick = tokio::time::interval(Duration::from_millis(250));
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut result = Ok(());
     loop {
         tokio::select! {
             _ = sigterm.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
-            Some(done) = hook_rx.recv() => n.on_hook_done(done).await,
+            Some(done) = hook_rx.recv() => n.on_hook_done(done),
             _ = watch_tick.tick() => {
                 let events = n.watch.tick(std::time::Instant::now());
                 n.on_watch(events);
             }
             link = link_rx.recv() => match link {
-                Some(l) => n.on_link(l).await,
+                Some(l) => {
+                    n.on_link(l).await;
+                    // Whatever else already arrived joins this batch: one
+                    // write for its lines and ids, its answers sent together.
+                    for _ in 1..BATCH {
+                        let Ok(l) = link_rx.try_recv() else { break };
+                        if !matches!(l, Link::Message(_)) {
+                            // Acknowledgements belong to the connection
+                            // they came in on.
+                            if let Err(e) = n.flush().await {
+                                result = Err(e);
+                                break;
+                            }
+                        }
+                        n.on_link(l).await;
+                    }
+                }
                 None => break,
             },
+        }
+        if result.is_err() {
+            break;
+        }
+        if let Err(e) = n.flush().await {
+            result = Err(e);
+            break;
         }
     }
     cert_watch.abort();
     let _ = n.client.disconnect().await;
     stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(2), driver).await;
-    Ok(())
+    Ok(result?)
 }
 
 impl Notifier {
@@ -544,16 +616,15 @@ impl Notifier {
             }
             Link::Down => self.watch.on_link_down(std::time::Instant::now()),
             Link::Message(p) => {
-                // Acknowledged (PUBREC/PUBACK) only once handled: see run().
-                self.on_message((*p).clone()).await;
-                if let Err(e) = self.client.ack(&p).await {
-                    log::warn!("cannot acknowledge a message: {e}");
-                }
+                // Acknowledged (PUBREC/PUBACK) only once handled, shown and
+                // recorded: see run() and flush().
+                self.on_message(&p).await;
+                self.deferred.push(Deferred::Ack(p));
             }
         }
     }
 
-    async fn on_message(&mut self, p: rumqttc::Publish) {
+    async fn on_message(&mut self, p: &rumqttc::Publish) {
         let Ok(topic) = std::str::from_utf8(&p.topic) else {
             log::warn!("skipping a message with a non-UTF-8 topic");
             return;
@@ -566,7 +637,7 @@ impl Notifier {
                     return;
                 }
                 match payload::decode::<Alert>(&p.payload) {
-                    Ok(a) => self.on_alert(topic, &p, a).await,
+                    Ok(a) => self.on_alert(topic, p, a),
                     Err(e) => log::warn!("skipping a malformed alert on {topic}: {e}"),
                 }
             }
@@ -604,7 +675,7 @@ impl Notifier {
         }
     }
 
-    async fn on_alert(&mut self, topic: &str, p: &rumqttc::Publish, a: Alert) {
+    fn on_alert(&mut self, topic: &str, p: &rumqttc::Publish, a: Alert) {
         if !self.channels.filter.accepts(&a) {
             log::debug!(
                 "alert {} not for this notifier (--filter): not shown, not answered",
@@ -653,15 +724,11 @@ impl Notifier {
                 None => {
                     // Off the MQTT loop; answered from on_hook_done.
                     self.hooks_running.insert(a.id.clone());
-                    let tx = self.hook_tx.clone();
-                    tokio::spawn(async move {
-                        let outcome = hook.run(&a).await;
-                        let _ = tx.send(HookDone {
-                            alert_id: a.id,
-                            response_topic,
-                            correlation,
-                            outcome,
-                        });
+                    self.deferred.push(Deferred::Hook {
+                        hook,
+                        alert: a,
+                        response_topic,
+                        correlation,
                     });
                     return;
                 }
@@ -669,11 +736,67 @@ impl Notifier {
         } else {
             "delivered"
         };
-        self.answer(&a.id, response_topic, correlation, status)
-            .await;
+        self.deferred.push(Deferred::Answer {
+            alert_id: a.id,
+            response_topic,
+            correlation,
+            status,
+        });
     }
 
-    async fn on_hook_done(&mut self, d: HookDone) {
+    /// Writes the lines shown so far and records their alert ids, then
+    /// sends what waited for that: answers, acknowledgements, hooks. A
+    /// crash before this point leaves the messages unacknowledged, so the
+    /// broker delivers them again and they are shown (a crash after the
+    /// lines were written but before the ids were: shown twice, never
+    /// lost). Standard output failing ends the notifier, unacknowledged.
+    async fn flush(&mut self) -> Result<(), OutputError> {
+        if !self.out.is_empty() {
+            let mut stdout = std::io::stdout().lock();
+            stdout.write_all(&self.out)?;
+            stdout.flush()?;
+            self.out.clear();
+        }
+        self.seen.flush();
+        for d in std::mem::take(&mut self.deferred) {
+            match d {
+                Deferred::Answer {
+                    alert_id,
+                    response_topic,
+                    correlation,
+                    status,
+                } => {
+                    self.answer(&alert_id, response_topic, correlation, status)
+                        .await
+                }
+                Deferred::Ack(p) => {
+                    if let Err(e) = self.client.ack(&p).await {
+                        log::warn!("cannot acknowledge a message: {e}");
+                    }
+                }
+                Deferred::Hook {
+                    hook,
+                    alert,
+                    response_topic,
+                    correlation,
+                } => {
+                    let tx = self.hook_tx.clone();
+                    tokio::spawn(async move {
+                        let outcome = hook.run(&alert).await;
+                        let _ = tx.send(HookDone {
+                            alert_id: alert.id,
+                            response_topic,
+                            correlation,
+                            outcome,
+                        });
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn on_hook_done(&mut self, d: HookDone) {
         self.hooks_running.remove(&d.alert_id);
         match &d.outcome {
             crate::channels::HookOutcome::Delivered => {
@@ -688,13 +811,12 @@ impl Notifier {
         }
         self.hook_results
             .insert(d.alert_id.clone(), d.outcome.status());
-        self.answer(
-            &d.alert_id,
-            d.response_topic,
-            d.correlation,
-            d.outcome.status(),
-        )
-        .await;
+        self.deferred.push(Deferred::Answer {
+            status: d.outcome.status(),
+            alert_id: d.alert_id,
+            response_topic: d.response_topic,
+            correlation: d.correlation,
+        });
     }
 
     /// Shows and notifies the watchers' events; they are not answered
@@ -730,7 +852,7 @@ impl Notifier {
         alert_id: &str,
         response_topic: String,
         correlation: Option<bytes::Bytes>,
-        status: &str,
+        status: &'static str,
     ) {
         let ack = Ack {
             alert_id: alert_id.to_string(),
@@ -773,14 +895,15 @@ impl Notifier {
         }
     }
 
-    fn show_alert(&self, a: &Alert, retained: bool, kind: &str) {
+    /// Adds a line for `a` to the output, written by `flush`.
+    fn show_alert(&mut self, a: &Alert, retained: bool, kind: &str) {
         if self.settings.json {
             let mut v = serde_json::to_value(a).unwrap_or_default();
             if let Some(o) = v.as_object_mut() {
                 o.insert("type".into(), kind.into());
                 o.insert("retained".into(), retained.into());
             }
-            println!("{v}");
+            let _ = writeln!(self.out, "{v}");
             return;
         }
         let mark = match a.level {
@@ -790,7 +913,8 @@ impl Notifier {
             AlertLevel::Resolved => "ok",
             AlertLevel::Test => "TT",
         };
-        println!(
+        let _ = writeln!(
+            self.out,
             "{} {mark} {:<8} {}/{} ({}) {}{}{}: {}",
             a.ts,
             a.level.as_str(),
@@ -826,9 +950,10 @@ impl Notifier {
                 o.insert("gateway".into(), gateway.into());
                 o.insert("retained".into(), retained.into());
             }
-            println!("{v}");
+            let _ = writeln!(self.out, "{v}");
         } else {
-            println!(
+            let _ = writeln!(
+                self.out,
                 "{} -- gateway {gateway} is {}{}",
                 s.ts.clone().unwrap_or_else(timefmt::now_rfc3339),
                 s.state,

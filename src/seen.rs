@@ -11,7 +11,9 @@
 //! state directory, one `<escalation> <id>` line per shown alert, appended
 //! (a torn last line is skipped when read) and rewritten through a
 //! temporary file once it holds twice `cap` lines. Ids that are not plain
-//! (UUID-like) text stay in memory only.
+//! (UUID-like) text stay in memory only. Lines are appended by `flush` (and
+//! on drop), one write for all the ids recorded since: the notifier calls
+//! it once per batch of messages, before answering or acknowledging them.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
@@ -27,6 +29,8 @@ pub struct Seen {
     cap: usize,
     file: Option<(PathBuf, File)>,
     lines: usize,
+    /// Lines recorded but not yet appended to the file.
+    pending: String,
 }
 
 fn storable(id: &str) -> bool {
@@ -53,6 +57,7 @@ impl Seen {
             cap: cap.max(1),
             file: None,
             lines: 0,
+            pending: String::new(),
         }
     }
 
@@ -130,21 +135,33 @@ impl Seen {
     }
 
     /// Records that it was shown (after showing it: a crash in between
-    /// shows it twice rather than never).
+    /// shows it twice rather than never); on disk at the next `flush`.
     pub fn record(&mut self, id: &str, escalation: u32) {
         self.remember(id, escalation);
-        if !storable(id) {
+        if !storable(id) || self.file.is_none() {
             return;
         }
+        self.pending.push_str(&escalation.to_string());
+        self.pending.push(' ');
+        self.pending.push_str(id);
+        self.pending.push('\n');
+    }
+
+    /// Appends the lines recorded since the last flush, in one write.
+    pub fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let body = std::mem::take(&mut self.pending);
         let Some((path, f)) = &mut self.file else {
             return;
         };
-        if let Err(e) = f.write_all(format!("{escalation} {id}\n").as_bytes()) {
+        if let Err(e) = f.write_all(body.as_bytes()) {
             log::error!("{}: {e}; remembering in memory only", path.display());
             self.file = None;
             return;
         }
-        self.lines += 1;
+        self.lines += body.matches('\n').count();
         if self.lines > 2 * self.cap {
             let path = path.clone();
             let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -165,6 +182,12 @@ impl Seen {
             self.record(id, 0);
         }
         new
+    }
+}
+
+impl Drop for Seen {
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 
@@ -218,6 +241,27 @@ mod tests {
         assert!(s.is_new("id-torn-li", 0), "a torn line is not a record");
         let lines = std::fs::read_to_string(&p).expect("read").lines().count();
         assert!(lines <= 3 + 1, "log compacted on open: {lines} lines");
+    }
+
+    #[test]
+    fn recorded_ids_reach_the_file_at_flush_in_one_append() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let p = t.path().join(FILE_NAME);
+        let mut s = Seen::open(t.path(), 100);
+        s.record("id-1", 0);
+        s.record("id-2", 1);
+        assert!(!s.is_new("id-2", 1), "known in memory at once");
+        assert_eq!(std::fs::read_to_string(&p).expect("read"), "");
+        s.flush();
+        assert_eq!(
+            std::fs::read_to_string(&p).expect("read"),
+            "0 id-1\n1 id-2\n"
+        );
+        s.flush();
+        s.record("id-3", 0);
+        drop(s);
+        let s = Seen::open(t.path(), 100);
+        assert!(!s.is_new("id-3", 0), "flushed on drop");
     }
 
     proptest! {
