@@ -132,9 +132,10 @@ impl ExecHook {
 /// are left out and counted in the next notification.
 pub const MAX_DESKTOP_IN_FLIGHT: usize = 8;
 
-/// After a failure, how long alerts are not offered to the desktop (each
-/// attempt opens a D-Bus connection; without a session bus, every alert of
-/// a flood would pay for a failed one).
+/// After a failure, how long WARNING and RESOLVED alerts are not offered
+/// to the desktop (each attempt opens a D-Bus connection; without a session
+/// bus, every alert of a flood would pay for a failed one). CRITICAL, FAULT
+/// and TEST alerts are always tried.
 pub const DESKTOP_RETRY: Duration = Duration::from_secs(10);
 
 /// Freedesktop desktop notifications. When no notification service can be
@@ -164,58 +165,94 @@ pub fn summary(a: &Alert) -> String {
 }
 
 impl Desktop {
-    /// Shows `a` in a task of its own; never blocks the caller.
+    /// Shows `a` in a task of its own; never blocks the caller. During the
+    /// back-off after a failure only CRITICAL, FAULT and TEST alerts are
+    /// tried; the others are counted, like those over the in-flight cap,
+    /// and the next notification (or a summary once the desktop is free
+    /// again) says how many were left out.
     pub fn show(&self, a: &Alert) {
         let st = &self.state;
-        if let Ok(retry_at) = st.retry_at.lock() {
-            if retry_at.is_some_and(|t| Instant::now() < t) {
-                return;
-            }
-        }
-        if st.in_flight.fetch_add(1, Ordering::AcqRel) >= MAX_DESKTOP_IN_FLIGHT {
+        let backing_off = st
+            .retry_at
+            .lock()
+            .is_ok_and(|r| r.is_some_and(|t| Instant::now() < t));
+        let in_flight = st.in_flight.fetch_add(1, Ordering::AcqRel);
+        if !offer_to_desktop(a.level, backing_off, in_flight) {
             st.in_flight.fetch_sub(1, Ordering::AcqRel);
             st.left_out.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let st = self.state.clone();
-        let summary = summary(a);
         let body = match st.left_out.swap(0, Ordering::Relaxed) {
             0 => a.message.clone(),
-            n => format!(
-                "{}\n(and {n} more alert(s) not shown here; see the terminal)",
-                a.message
-            ),
+            n => format!("{}\n{}", a.message, left_out_line(n)),
         };
-        let critical = a.level == AlertLevel::Critical;
-        tokio::spawn(async move {
-            let res = tokio::time::timeout(
-                Duration::from_secs(5),
-                show_notification(summary, body, critical),
-            )
-            .await;
-            st.in_flight.fetch_sub(1, Ordering::AcqRel);
-            let err = match res {
-                Ok(Ok(())) => {
-                    if let Ok(mut retry_at) = st.retry_at.lock() {
-                        *retry_at = None;
-                    }
-                    return;
-                }
-                Ok(Err(e)) => e,
-                Err(_) => "no answer from the notification service in 5 s".into(),
-            };
-            if let Ok(mut retry_at) = st.retry_at.lock() {
-                *retry_at = Some(Instant::now() + DESKTOP_RETRY);
-            }
-            if !st.warned.swap(true, Ordering::Relaxed) {
-                log::warn!(
-                    "desktop notifications unavailable ({err}); alerts are still printed here (--no-desktop turns this off)"
-                );
-            } else {
-                log::debug!("desktop notification failed: {err}");
-            }
-        });
+        spawn_notification(
+            self.state.clone(),
+            summary(a),
+            body,
+            a.level == AlertLevel::Critical,
+        );
     }
+}
+
+/// Whether an alert goes to the desktop now (else it is counted as left
+/// out): never past the in-flight cap; during the back-off after a failure,
+/// only the alerts that must reach a person (CRITICAL, FAULT, TEST).
+fn offer_to_desktop(level: AlertLevel, backing_off: bool, in_flight: usize) -> bool {
+    let urgent = matches!(
+        level,
+        AlertLevel::Critical | AlertLevel::Fault | AlertLevel::Test
+    );
+    in_flight < MAX_DESKTOP_IN_FLIGHT && (urgent || !backing_off)
+}
+
+fn left_out_line(n: usize) -> String {
+    format!("(and {n} more alert(s) not shown here; see the terminal)")
+}
+
+/// Sends one notification (`in_flight` already counts it); when it is the
+/// last one out and alerts were left out meanwhile, a summary follows.
+fn spawn_notification(st: Arc<DesktopState>, summary: String, body: String, critical: bool) {
+    tokio::spawn(async move {
+        let res = tokio::time::timeout(
+            Duration::from_secs(5),
+            show_notification(summary, body, critical),
+        )
+        .await;
+        let still_out = st.in_flight.fetch_sub(1, Ordering::AcqRel) - 1;
+        let err = match res {
+            Ok(Ok(())) => {
+                if let Ok(mut retry_at) = st.retry_at.lock() {
+                    *retry_at = None;
+                }
+                if still_out == 0 {
+                    let n = st.left_out.swap(0, Ordering::Relaxed);
+                    if n > 0 {
+                        st.in_flight.fetch_add(1, Ordering::AcqRel);
+                        spawn_notification(
+                            st.clone(),
+                            "thermalert".into(),
+                            left_out_line(n),
+                            false,
+                        );
+                    }
+                }
+                return;
+            }
+            Ok(Err(e)) => e,
+            Err(_) => "no answer from the notification service in 5 s".into(),
+        };
+        if let Ok(mut retry_at) = st.retry_at.lock() {
+            *retry_at = Some(Instant::now() + DESKTOP_RETRY);
+        }
+        if !st.warned.swap(true, Ordering::Relaxed) {
+            log::warn!(
+                "desktop notifications unavailable ({err}); alerts are still printed here (--no-desktop turns this off)"
+            );
+        } else {
+            log::debug!("desktop notification failed: {err}");
+        }
+    });
 }
 
 #[cfg(target_os = "linux")]
@@ -405,6 +442,20 @@ pub fn watch_alert(e: &crate::watch::Event) -> Alert {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urgent_alerts_reach_the_desktop_during_the_back_off() {
+        use AlertLevel::*;
+        for level in [Critical, Fault, Test] {
+            assert!(offer_to_desktop(level, true, 0), "{level:?}");
+            assert!(!offer_to_desktop(level, true, MAX_DESKTOP_IN_FLIGHT), "cap");
+        }
+        for level in [Warning, Resolved] {
+            assert!(!offer_to_desktop(level, true, 0), "{level:?} waits");
+            assert!(offer_to_desktop(level, false, 0), "{level:?}");
+            assert!(!offer_to_desktop(level, false, MAX_DESKTOP_IN_FLIGHT));
+        }
+    }
 
     #[test]
     fn flags_win_over_the_file_and_the_file_over_the_defaults() {

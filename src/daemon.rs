@@ -88,8 +88,10 @@ pub fn main() -> i32 {
                     return crate::EXIT_CONFIG;
                 }
             };
-            // One thread: the outbox's fsyncs run on the blocking pool, so
-            // nothing here waits for the disk (BENCHMARKS.md).
+            // One thread: the outbox's per-sweep fsync runs on the blocking
+            // pool, so the MQTT link does not wait for it (BENCHMARKS.md);
+            // only the log's occasional compaction (every few dozen
+            // alerts) still syncs here.
             let Some(rt) = crate::oneshot::runtime() else {
                 return 1;
             };
@@ -661,11 +663,16 @@ impl Daemon {
     /// the MQTT link keeps moving meanwhile. The entries are handed to the
     /// client when it reports ([`Daemon::on_synced`]).
     fn start_sync(&mut self) {
-        if let Some(job) = self.outbox.sync_job() {
-            let tx = self.sync_tx.clone();
-            tokio::task::spawn_blocking(move || {
-                let _ = tx.send((job.upto, job.run()));
-            });
+        match self.outbox.sync_job() {
+            Some(job) => {
+                let tx = self.sync_tx.clone();
+                tokio::task::spawn_blocking(move || {
+                    let _ = tx.send((job.upto, job.run()));
+                });
+            }
+            // Nothing to sync, or the log could not be synced at all (its
+            // entries are ready then): hand out what is ready.
+            None => self.pump(),
         }
     }
 
@@ -926,6 +933,8 @@ impl Daemon {
     }
 
     fn expire_awaiting(&mut self) {
+        // A hung fdatasync must not hold alerts back (they are pumped below).
+        self.outbox.check_stall(Instant::now());
         // A retained CRITICAL must outlive its message expiry while the
         // sensor stays critical: publish it again at half its lifetime.
         let half = Duration::from_secs(u64::from(self.cfg.mqtt.alert_expiry_secs)) / 2;

@@ -466,9 +466,17 @@ pub struct Outbox {
     disk_failing: bool,
     /// The highest sequence number written but not yet fsynced.
     unsynced: Option<u64>,
-    /// A sync job is running.
-    syncing: bool,
+    /// A sync job is running, since this instant.
+    syncing: Option<Instant>,
+    /// The running sync took longer than [`SYNC_STALL`]: entries are
+    /// handed out without waiting for it.
+    stalled: bool,
 }
+
+/// A sync that has not returned after this long is taken as hung (a
+/// failing SD card can block `fdatasync` for minutes): alerts go out
+/// without waiting for it, and one line says so.
+pub const SYNC_STALL: Duration = Duration::from_secs(3);
 
 /// One `fdatasync` of the log, covering the records up to `upto`; run it
 /// off the async runtime ([`SyncJob::run`]) and report with
@@ -495,7 +503,8 @@ impl Outbox {
             disk: None,
             disk_failing: false,
             unsynced: None,
-            syncing: false,
+            syncing: None,
+            stalled: false,
         }
     }
 
@@ -550,14 +559,9 @@ impl Outbox {
         let seq = self.next_seq;
         self.next_seq += 1;
         let persisted = match &mut self.disk {
+            // "Writable again" is said by the next sync that succeeds.
             Some(d) => match d.add(seq, unix_ms(SystemTime::now()), &item) {
-                Ok(()) => {
-                    if self.disk_failing {
-                        log::info!("outbox {}: writable again", d.path().display());
-                        self.disk_failing = false;
-                    }
-                    true
-                }
+                Ok(()) => true,
                 Err(e) => {
                     if !self.disk_failing {
                         log::error!(
@@ -583,20 +587,21 @@ impl Outbox {
             since: Instant::now(),
             waited_before: Duration::ZERO,
             persisted,
-            durable: !persisted,
+            // While a sync hangs, new entries do not wait for the disk.
+            durable: !persisted || self.stalled,
         });
     }
 
     /// The sync to run now, if records wait for one and none is running.
     pub fn sync_job(&mut self) -> Option<SyncJob> {
-        if self.syncing {
+        if self.syncing.is_some() {
             return None;
         }
         let upto = self.unsynced?;
         let disk = self.disk.as_mut()?;
         match disk.sync_handle() {
             Ok(file) => {
-                self.syncing = true;
+                self.syncing = Some(Instant::now());
                 self.unsynced = None;
                 Some(SyncJob {
                     file,
@@ -615,7 +620,11 @@ impl Outbox {
     /// they are handed out all the same (kept in memory only; logged):
     /// delivering an alert comes before storing it.
     pub fn synced(&mut self, upto: u64, result: Result<(), OutboxError>) {
-        self.syncing = false;
+        self.syncing = None;
+        if self.stalled {
+            self.stalled = false;
+            log::warn!("outbox: the disk answered the hung fdatasync; waiting for it again");
+        }
         match result {
             Ok(()) => {
                 if self.disk_failing {
@@ -637,10 +646,31 @@ impl Outbox {
         }
     }
 
+    /// When the running sync has taken longer than [`SYNC_STALL`] at
+    /// `now`: hands out every entry without waiting for it (logged). True
+    /// when entries became ready.
+    pub fn check_stall(&mut self, now: Instant) -> bool {
+        let Some(since) = self.syncing else {
+            return false;
+        };
+        if self.stalled || now.saturating_duration_since(since) < SYNC_STALL {
+            return false;
+        }
+        self.stalled = true;
+        log::error!(
+            "outbox: fdatasync has not returned for {} s (a failing disk?); publishing alerts without waiting for it",
+            now.saturating_duration_since(since).as_secs()
+        );
+        for e in self.queue.iter_mut() {
+            e.durable = true;
+        }
+        true
+    }
+
     /// Syncs now, on this thread (at shutdown, and in tests), whether or
-    /// not a sync job is running.
+    /// not a sync job is running; not while one hangs.
     pub fn sync_now(&mut self) {
-        if self.queue.iter().all(|e| e.durable) {
+        if self.stalled || self.queue.iter().all(|e| e.durable) {
             return;
         }
         let r = match self.disk.as_mut() {
@@ -850,6 +880,29 @@ mod tests {
         o.synced(job.upto, Err(OutboxError::TooLarge(0)));
         assert_eq!(o.pop().map(|e| e.seq), Some(2));
         assert!(o.sync_job().is_none(), "nothing left to sync");
+    }
+
+    #[test]
+    fn a_hung_sync_does_not_hold_alerts_back() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let mut o = Outbox::open(t.path(), 1 << 20);
+        o.push(alert("a0"));
+        let job = o.sync_job().expect("a sync is due");
+        let start = Instant::now();
+        assert!(!o.check_stall(start + SYNC_STALL / 2), "not yet");
+        assert!(o.pop().is_none());
+        assert!(o.check_stall(start + SYNC_STALL * 2), "hung");
+        assert_eq!(o.pop().map(|e| e.seq), Some(0), "handed out anyway");
+        o.push(alert("a1"));
+        assert_eq!(o.pop().map(|e| e.seq), Some(1), "new ones do not wait");
+        o.sync_now(); // must not block on the hung disk: a no-op here
+                      // The disk answers at last: entries wait for their sync again.
+        o.synced(job.upto, Ok(()));
+        o.push(alert("a2"));
+        assert!(o.pop().is_none());
+        let job = o.sync_job().expect("the next sync");
+        o.synced(job.upto, job.run());
+        assert_eq!(o.pop().map(|e| e.seq), Some(2));
     }
 
     #[test]

@@ -91,8 +91,11 @@ pub fn parse_temperature(text: &str) -> Result<i32, ParseError> {
 /// What to do about a w1 file the daemon may not write.
 fn permission_hint(e: &std::io::Error) -> &'static str {
     match e.kind() {
-        ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem => {
+        ErrorKind::PermissionDenied => {
             " (install systemd/60-thermalert-w1.rules: scripts/install-on-pi.sh does)"
+        }
+        ErrorKind::ReadOnlyFilesystem => {
+            " (the unit's ReadWritePaths= names w1_bus_master1..4; a bus master that appeared after the start needs a restart)"
         }
         _ => "",
     }
