@@ -250,6 +250,7 @@ fn notifier_cut_after_publish_of_many_alerts_loses_none() {
         for id in &ids {
             d.err
                 .wait_contains(&format!("alert {id} answered by n-many"));
+            n.out.wait_contains(id);
         }
         let shown = notifier_alerts(&n);
         for id in &ids {
@@ -293,6 +294,7 @@ fn notifier_killed_after_cut(dir: Dir, kind: u8) {
     });
     let _ = n1.child.kill();
     let _ = n1.child.wait();
+    n1.out.wait_closed();
     let first = notifier_alerts(&n1);
     drop(n1);
     proxy.unfreeze();
@@ -305,6 +307,9 @@ fn notifier_killed_after_cut(dir: Dir, kind: u8) {
         for id in &ids {
             d.err
                 .wait_contains(&format!("alert {id} answered by n-kill"));
+            if !first.iter().any(|a| a["id"] == id.as_str()) {
+                n2.out.wait_contains(id);
+            }
         }
         let mut shown = first.clone();
         shown.extend(notifier_alerts(&n2));

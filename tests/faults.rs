@@ -269,6 +269,7 @@ fn a_resent_alert_is_not_shown_again_by_a_restarted_notifier_but_answered() {
     let id = raised_ids(&d).remove(0);
     d.err
         .wait_contains(&format!("alert {id} answered by n-dedup"));
+    n.out.wait_contains(&id);
     drop(d);
     let shown = notifier_alerts(&n);
     assert_eq!(shown.len(), 1);

@@ -167,9 +167,21 @@ fn bridged_alerts_are_shared_and_answered_exactly_once_across_an_uplink_cut() {
     let during: Vec<String> = ids(&local);
     uplink.restore();
     // And a cycle after it.
-    local
-        .out
-        .wait_n("a cycle after the cut", before + 2, WAIT, resolved);
+    let after = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        local
+            .out
+            .wait_n("a cycle after the cut", before + 2, WAIT, resolved)
+    }));
+    if let Err(e) = after {
+        // Seen once under CI load: say what the daemon and the Pi's broker
+        // were doing.
+        eprintln!(
+            "daemon log:\n{}\n\nthe Pi's broker log:\n{}",
+            d.err.snapshot().join("\n"),
+            pi.log().snapshot().join("\n")
+        );
+        std::panic::resume_unwind(e);
+    }
     let all = ids(&local);
     assert!(all.len() >= 9, "{all:?}");
     assert!(during.len() > 3, "alerts were raised during the cut");
@@ -178,6 +190,12 @@ fn bridged_alerts_are_shared_and_answered_exactly_once_across_an_uplink_cut() {
         answered(id);
     }
     let ids = all;
+    // The harness reads the notifiers' pipes on threads of its own: wait
+    // until every answered alert's line has been read.
+    for id in &ids {
+        let needle = format!("\"id\":\"{id}\"");
+        wait_either(&n1.out, &n2.out, &needle, |l| l.contains(&needle));
+    }
     // Who showed (and so answered) each alert: exactly one of the two.
     let shown = |n: &Proc| -> Vec<String> {
         notifier_alerts(n)
@@ -247,6 +265,11 @@ fn share_group_members_skip_alerts_another_member_answered() {
     // published before it, so by now both members have passed over it.
     obs.out
         .wait("answer to new", |l| l.contains("\"alert_id\":\"new\""));
+    // The answer goes out after the line is written, but the harness reads
+    // the notifiers' pipes on threads of its own: wait for the line too.
+    wait_either(&n1.out, &n2.out, "alert new shown", |l| {
+        l.contains("\"id\":\"new\"")
+    });
     let shown: Vec<serde_json::Value> = notifier_alerts(&n1)
         .into_iter()
         .chain(notifier_alerts(&n2))

@@ -230,6 +230,10 @@ fn f3_alerts_are_qos2_and_reach_the_notifier_exactly_once() {
     // 3 sensors x (WARNING, CRITICAL, RESOLVED), each answered.
     d.err
         .wait_n("answers", 9, WAIT, |l| l.contains("answered by n-qos2"));
+    // Its pipe is read on a thread of its own: wait for the lines too.
+    n.out.wait_n("9 alerts shown", 9, WAIT, |l| {
+        l.contains("\"type\":\"alert\"")
+    });
     let alerts = notifier_alerts(&n);
     assert_eq!(alerts.len(), 9, "{alerts:?}");
     let mut ids: Vec<&str> = alerts.iter().filter_map(|a| a["id"].as_str()).collect();
@@ -537,6 +541,7 @@ fn f7_repeated_alert_is_shown_once_and_answered_each_time() {
     obs.out.wait_n("two answers", 2, WAIT, |l| {
         l.starts_with("MSG|thermalert/gw1/acks|")
     });
+    n.out.wait_contains("\"id\":\"dup-1\"");
     assert_eq!(notifier_alerts(&n).len(), 1, "shown once");
     // Bad payloads are logged and skipped, the notifier keeps going.
     broker.publish("observer", "thermalert/gw1/alerts/28-1", b"\xff\xfe", &[]);

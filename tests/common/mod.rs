@@ -78,11 +78,16 @@ impl Pki {
 #[derive(Clone, Default)]
 pub struct Lines {
     inner: Arc<(Mutex<Vec<String>>, Condvar)>,
+    /// The reader reached the end of the stream.
+    closed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Where a child's output lines go, as they are read.
 pub trait Sink: Clone + Default + Send + 'static {
     fn push(&self, line: String);
+
+    /// The stream ended: every line has been pushed.
+    fn close(&self) {}
 
     /// Reads `r` line by line on a thread of its own, into this sink.
     fn follow(&self, r: impl Read + Send + 'static) {
@@ -94,6 +99,7 @@ pub trait Sink: Clone + Default + Send + 'static {
                     Err(_) => break,
                 }
             }
+            sink.close();
         });
     }
 }
@@ -120,6 +126,13 @@ impl Sink for Lines {
     fn push(&self, l: String) {
         let (m, c) = &*self.inner;
         m.lock().expect("lock").push(l);
+        c.notify_all();
+    }
+
+    fn close(&self) {
+        let (m, c) = &*self.inner;
+        let _g = m.lock().expect("lock");
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
         c.notify_all();
     }
 }
@@ -162,12 +175,44 @@ impl Lines {
         }
     }
 
+    /// Waits until the process's stream ended and every line was read
+    /// (after the process exited).
+    pub fn wait_closed(&self) {
+        let (m, c) = &*self.inner;
+        let deadline = Instant::now() + WAIT;
+        let mut g = m.lock().expect("lock");
+        while !self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            let now = Instant::now();
+            assert!(now < deadline, "the stream did not end");
+            g = c.wait_timeout(g, deadline - now).expect("wait").0;
+        }
+    }
+
+    /// Returns after a new line arrives or `timeout` passes.
+    pub fn wait_timeout(&self, timeout: Duration) {
+        let (m, c) = &*self.inner;
+        let g = m.lock().expect("lock");
+        let _ = c.wait_timeout(g, timeout).expect("wait");
+    }
+
     pub fn wait(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
         self.wait_n(what, 1, WAIT, pred).remove(0)
     }
 
     pub fn wait_contains(&self, needle: &str) -> String {
         self.wait(needle, |l| l.contains(needle))
+    }
+}
+
+/// Waits until a line of `a` or of `b` satisfies `pred` (two processes
+/// that share work, e.g. notifiers in a share group).
+pub fn wait_either(a: &Lines, b: &Lines, what: &str, pred: impl Fn(&str) -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while a.count(&pred) + b.count(&pred) == 0 {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        // Each side's condition variable wakes on its own lines only: wait
+        // on one briefly, then look at both again.
+        a.wait_timeout(Duration::from_millis(20));
     }
 }
 
