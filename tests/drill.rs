@@ -42,7 +42,9 @@ fn drill_is_answered_by_the_notifier_and_leaves_the_daemon_connected() {
     assert_eq!(s.correlation, alert["id"].as_str().unwrap_or_default());
     assert_eq!(s.content_type, "application/json");
 
-    // The notifier showed it as a TEST.
+    // The notifier showed it as a TEST (its pipe is read on a thread of
+    // its own: wait for the line).
+    n.out.wait_contains("\"level\":\"TEST\"");
     let shown = notifier_alerts(&n);
     assert_eq!(shown.len(), 1, "{shown:?}");
     assert_eq!(shown[0]["level"], "TEST");

@@ -90,6 +90,9 @@ fn exec_hook_gets_the_alert_and_its_exit_status_is_the_answer() {
     });
     let delivered = json(&parse_seen(&delivered).expect("seen").payload);
 
+    n.out.wait_n("two alerts shown", 2, WAIT, |l| {
+        l.contains("\"type\":\"alert\"")
+    });
     let alerts = lines_of(&n, "alert");
     assert_eq!(alerts.len(), 2, "{alerts:?}");
     for a in &alerts {
@@ -175,6 +178,10 @@ fn filter_shows_and_answers_only_matching_alerts() {
     // notifier has handled every alert before it.
     obs.out
         .wait("gw1 answer", |l| l.starts_with("MSG|thermalert/gw1/acks|"));
+    // Its pipe is read on a thread of its own: wait for its line too.
+    n.out.wait("the gw1 CRITICAL shown", |l| {
+        l.contains("\"gateway\":\"gw1\"") && l.contains("\"level\":\"CRITICAL\"")
+    });
     let shown = lines_of(&n, "alert");
     assert_eq!(shown.len(), 1, "{shown:?}");
     assert_eq!(shown[0]["gateway"], "gw1");
