@@ -179,20 +179,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     fn alert(id: &str, level: AlertLevel) -> Alert {
-        Alert {
-            id: id.into(),
-            gateway: "gw1".into(),
-            sensor: "28-1".into(),
-            name: "freezer".into(),
-            level,
-            celsius: Some(45.0),
-            threshold: Some(40.0),
-            previous: None,
-            ts: "2026-01-01T00:00:00.000Z".into(),
-            message: "m".into(),
-            escalation: 0,
-            clock_synced: true,
-        }
+        Alert::sample(id, level)
     }
 
     #[test]

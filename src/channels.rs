@@ -533,18 +533,9 @@ mod tests {
 
     fn alert(level: AlertLevel) -> Alert {
         Alert {
-            id: "id-1".into(),
-            gateway: "gw1".into(),
-            sensor: "28-1".into(),
-            name: "freezer".into(),
-            level,
-            celsius: Some(45.0),
-            threshold: Some(40.0),
-            previous: None,
             ts: "t".into(),
             message: "freezer is CRITICAL; it's 'hot'".into(),
-            escalation: 0,
-            clock_synced: true,
+            ..Alert::sample("id-1", level)
         }
     }
 

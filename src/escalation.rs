@@ -133,18 +133,10 @@ mod tests {
 
     fn alert(id: &str, sensor: &str, level: AlertLevel) -> Alert {
         Alert {
-            id: id.into(),
-            gateway: "gw1".into(),
             sensor: sensor.into(),
             name: sensor.into(),
-            level,
-            celsius: Some(45.0),
-            threshold: Some(40.0),
-            previous: None,
-            ts: "2026-01-01T00:00:00.000Z".into(),
             message: "hot".into(),
-            escalation: 0,
-            clock_synced: true,
+            ..Alert::sample(id, level)
         }
     }
 

@@ -116,18 +116,14 @@ mod tests {
 
     fn alert(gw: &str, sensor: &str, level: AlertLevel, previous: Option<Level>) -> Alert {
         Alert {
-            id: "x".into(),
             gateway: gw.into(),
             sensor: sensor.into(),
             name: format!("{sensor}-name"),
-            level,
             celsius: None,
             threshold: None,
             previous,
             ts: "t".into(),
-            message: "m".into(),
-            escalation: 0,
-            clock_synced: true,
+            ..Alert::sample("x", level)
         }
     }
 

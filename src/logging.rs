@@ -414,18 +414,12 @@ mod tests {
 
     fn alert(level: AlertLevel, celsius: Option<f64>, threshold: Option<f64>) -> Alert {
         Alert {
-            id: "a-1".into(),
-            gateway: "gw1".into(),
             sensor: "28-000000000001".into(),
-            name: "freezer".into(),
-            level,
             celsius,
             threshold,
-            previous: None,
             ts: "2026-01-01T00:00:00Z".into(),
             message: "freezer is something".into(),
-            escalation: 0,
-            clock_synced: true,
+            ..Alert::sample("a-1", level)
         }
     }
 

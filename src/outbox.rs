@@ -610,7 +610,7 @@ impl Outbox {
                 })
             }
             Err(e) => {
-                self.synced(upto, Err(e));
+                self.mark_synced(upto, Err(e));
                 None
             }
         }
@@ -625,6 +625,12 @@ impl Outbox {
             self.stalled = false;
             log::warn!("outbox: the disk answered the hung fdatasync; waiting for it again");
         }
+        self.mark_synced(upto, result);
+    }
+
+    /// The records up to `upto` are on disk (or could not be put there):
+    /// their entries may be handed out.
+    fn mark_synced(&mut self, upto: u64, result: Result<(), OutboxError>) {
         match result {
             Ok(()) => {
                 if self.disk_failing {
@@ -641,9 +647,18 @@ impl Outbox {
                 }
             }
         }
+        self.mark_durable(upto);
+    }
+
+    fn mark_durable(&mut self, upto: u64) {
         for e in self.queue.iter_mut().filter(|e| e.seq <= upto) {
             e.durable = true;
         }
+    }
+
+    /// Every entry numbered below `next_seq` has been written.
+    fn last_written(&self) -> u64 {
+        self.next_seq.saturating_sub(1)
     }
 
     /// When the running sync has taken longer than [`SYNC_STALL`] at
@@ -661,9 +676,7 @@ impl Outbox {
             "outbox: fdatasync has not returned for {} s (a failing disk?); publishing alerts without waiting for it",
             now.saturating_duration_since(since).as_secs()
         );
-        for e in self.queue.iter_mut() {
-            e.durable = true;
-        }
+        self.mark_durable(self.last_written());
         true
     }
 
@@ -679,11 +692,8 @@ impl Outbox {
                 .and_then(|f| f.sync_data().map_err(io(d.path()))),
             None => Ok(()),
         };
-        let running = self.syncing;
         self.unsynced = None;
-        // Every entry numbered below `next_seq` has been written.
-        self.synced(self.next_seq.saturating_sub(1), r);
-        self.syncing = running;
+        self.mark_synced(self.last_written(), r);
     }
 
     /// The next entry to hand to the client, if any is ready (on disk).
@@ -749,18 +759,8 @@ mod tests {
     fn alert(id: &str) -> Item {
         Item::Alert {
             alert: Alert {
-                id: id.into(),
-                gateway: "gw1".into(),
-                sensor: "28-1".into(),
-                name: "freezer".into(),
-                level: AlertLevel::Critical,
-                celsius: Some(45.0),
-                threshold: Some(40.0),
-                previous: None,
-                ts: "2026-01-01T00:00:00.000Z".into(),
                 message: "hot".into(),
-                escalation: 0,
-                clock_synced: true,
+                ..Alert::sample(id, AlertLevel::Critical)
             },
         }
     }

@@ -39,6 +39,28 @@ fn yes() -> bool {
     true
 }
 
+#[cfg(test)]
+impl Alert {
+    /// A unit tests' alert: sensor 28-1 "freezer" on gw1 at 45 C over a
+    /// 40 C threshold; change fields with `Alert { .., ..Alert::sample(..) }`.
+    pub fn sample(id: &str, level: AlertLevel) -> Alert {
+        Alert {
+            id: id.into(),
+            gateway: "gw1".into(),
+            sensor: "28-1".into(),
+            name: "freezer".into(),
+            level,
+            celsius: Some(45.0),
+            threshold: Some(40.0),
+            previous: None,
+            ts: "2026-01-01T00:00:00.000Z".into(),
+            message: "m".into(),
+            escalation: 0,
+            clock_synced: true,
+        }
+    }
+}
+
 fn is_true(b: &bool) -> bool {
     *b
 }
@@ -124,18 +146,8 @@ mod tests {
     #[test]
     fn alert_round_trips_with_upper_case_levels() {
         let a = Alert {
-            id: "x".into(),
-            gateway: "gw1".into(),
-            sensor: "28-1".into(),
-            name: "freezer".into(),
-            level: AlertLevel::Critical,
-            celsius: Some(45.0),
-            threshold: Some(40.0),
             previous: Some(crate::alert::Level::Warning),
-            ts: "2026-01-01T00:00:00.000Z".into(),
-            message: "m".into(),
-            escalation: 0,
-            clock_synced: true,
+            ..Alert::sample("x", AlertLevel::Critical)
         };
         let v: serde_json::Value = serde_json::from_slice(&encode(&a)).expect("json");
         assert_eq!(v["level"], "CRITICAL");
@@ -146,18 +158,10 @@ mod tests {
     #[test]
     fn clock_synced_is_written_only_when_false_and_defaults_to_true() {
         let mut a = Alert {
-            id: "x".into(),
-            gateway: "gw1".into(),
-            sensor: "28-1".into(),
-            name: "freezer".into(),
-            level: AlertLevel::Warning,
             celsius: Some(35.0),
             threshold: Some(30.0),
-            previous: None,
             ts: "1970-01-01T00:00:12.000Z".into(),
-            message: "m".into(),
-            escalation: 0,
-            clock_synced: true,
+            ..Alert::sample("x", AlertLevel::Warning)
         };
         let v: serde_json::Value = serde_json::from_slice(&encode(&a)).expect("json");
         assert!(v.get("clock_synced").is_none(), "{v}");
