@@ -5,10 +5,12 @@
 //! - [`backoff`]: reconnect back-off.
 //! - [`certwatch`]: certificate expiry warnings.
 //! - [`timefmt`]: time stamps for lines people read.
+//! - [`shutdown`]: the one shutdown signal and the tracked tasks.
 
 pub mod backoff;
 pub mod certwatch;
 pub mod clock;
 pub mod logging;
+pub mod shutdown;
 pub mod systemd;
 pub mod timefmt;
