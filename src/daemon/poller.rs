@@ -1,0 +1,105 @@
+//! The sensor side of the daemon: which sensors to watch
+//! ([`adopt_unconfigured`]) and the sensor thread that sweeps them
+//! ([`spawn`]). Blocking reads (a w1 conversion takes 750 ms) run on this
+//! thread, never on the runtime.
+
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::sensor::{self, Sample};
+use crate::sys::systemd::Heartbeat;
+
+/// Reports sensors on the bus that the config does not name, and
+/// configured ones that are missing; with `monitor_unconfigured`, adds the
+/// former with the default thresholds.
+pub fn adopt_unconfigured(mut cfg: Config, backend: &mut dyn sensor::Backend) -> Config {
+    let found = match backend.discover() {
+        Ok(f) => f,
+        Err(e) => {
+            log::warn!("cannot list the sensors on the bus: {e}");
+            return cfg;
+        }
+    };
+    for id in &found {
+        if cfg.sensor.iter().any(|s| &s.id == id) {
+            continue;
+        }
+        if cfg.sensors.monitor_unconfigured {
+            log::warn!("sensor {id} is on the bus but not in the config; monitoring it with the default thresholds");
+            let sensor = cfg.sensors.defaults.sensor(id);
+            cfg.sensor.push(sensor);
+        } else {
+            log::warn!(
+                "sensor {id} is on the bus but not in the config: add a [[sensor]] entry to monitor it (or set monitor_unconfigured = true)"
+            );
+        }
+    }
+    for s in cfg.sensor.iter().filter(|s| !found.contains(&s.id)) {
+        log::warn!(
+            "configured sensor {} ({}) is not on the bus",
+            s.display_name(),
+            s.id
+        );
+    }
+    cfg
+}
+
+/// The sensor thread: sweeps every poll interval until `stop` is
+/// cancelled (or the sweeps' receiver is gone), takes reloaded
+/// configurations from `reload` (applied before the next sweep), and
+/// promises on `beat` when its next sweep will be done. Dropping the
+/// `reload` sender wakes it from its sleep at once (at shutdown).
+pub fn spawn(
+    cfg: &Config,
+    mut backend: Box<dyn sensor::Backend>,
+    tx: mpsc::Sender<Vec<Sample>>,
+    stop: CancellationToken,
+    beat: Arc<Heartbeat>,
+    reload: Receiver<Config>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let mut ids: Vec<String> = cfg.sensor.iter().map(|s| s.id.clone()).collect();
+    let mut interval = Duration::from_millis(cfg.sensors.poll_interval_ms);
+    std::thread::Builder::new()
+        .name("sensors".into())
+        .spawn(move || {
+            let mut next = Instant::now();
+            let mut reloaded: Vec<Config> = Vec::new();
+            beat.due_by(next + backend.sweep_budget(ids.len()));
+            while !stop.is_cancelled() {
+                reloaded.extend(reload.try_iter());
+                for c in reloaded.drain(..) {
+                    backend.reconfigure(&c);
+                    ids = c.sensor.iter().map(|s| s.id.clone()).collect();
+                    interval = Duration::from_millis(c.sensors.poll_interval_ms);
+                }
+                let samples = backend.sweep(&ids);
+                if tx.blocking_send(samples).is_err() {
+                    return;
+                }
+                next += interval;
+                let now = Instant::now();
+                if next <= now {
+                    next = now;
+                }
+                beat.due_by(next + backend.sweep_budget(ids.len()));
+                // Sleep until the next sweep; a reload waits for it, a
+                // shutdown does not.
+                loop {
+                    let now = Instant::now();
+                    if next <= now || stop.is_cancelled() {
+                        break;
+                    }
+                    match reload.recv_timeout(next - now) {
+                        Ok(c) => reloaded.push(c),
+                        Err(RecvTimeoutError::Timeout) => break,
+                        Err(RecvTimeoutError::Disconnected) => return,
+                    }
+                }
+            }
+        })
+}
