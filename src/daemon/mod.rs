@@ -2,7 +2,7 @@
 //! alerts -> clean shutdown.
 //!
 //! - [`cli`]: the command line, [`main`], `check-config`, `scan`.
-//! - [`run`]: the I/O shell carrying out the gateway core's actions
+//! - [`run`](mod@run): the I/O shell carrying out the gateway core's actions
 //!   ([`crate::core::gateway`]), and the one shutdown.
 //! - [`poller`]: the sensors to watch, and the sensor thread.
 //! - [`status`]: the retained status message and the systemd status line.

@@ -25,6 +25,7 @@
 //! forgets it and starts its escalation timer; a notifier's answer
 //! ([`Gateway::on_message`]) ends the escalation and the local alarm.
 
+mod action;
 mod pump;
 #[cfg(test)]
 mod tests;
@@ -32,10 +33,11 @@ mod timings;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+pub use action::{Action, IdSource, Kind, Now, Outcome, Publish};
 pub use timings::Timings;
 
 use crate::config::Config;
@@ -47,89 +49,6 @@ use crate::mqtt::topics::Topics;
 use crate::outbox::{Item, Queue};
 use crate::sensor::Sample;
 use crate::sys::timefmt;
-
-/// The time of an event, read once by the shell.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Now {
-    /// For every duration and deadline.
-    pub mono: Instant,
-    /// For the timestamps on alerts and readings, and the outbox's records.
-    pub wall: SystemTime,
-    /// Whether the wall clock is synchronised (alerts say so).
-    pub clock_synced: bool,
-}
-
-/// Makes alert ids (UUID v4 in the daemon, a counter in tests).
-pub type IdSource = Box<dyn FnMut() -> String + Send>;
-
-/// What the shell must do, in order.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Action {
-    /// A log line.
-    Log { level: log::Level, line: String },
-    /// The structured alert record (`sys::logging::alert`).
-    LogAlert(Alert),
-    /// Write the outbox record of entry `seq` (not yet fsynced); report a
-    /// failure with [`Gateway::on_store_failed`].
-    Store { seq: u64, at_ms: u64, item: Item },
-    /// Mark entry `seq` done in the outbox log (`what` names it).
-    Forget { seq: u64, what: String },
-    /// Start one `fdatasync` of the outbox log off the runtime, covering
-    /// the records up to `upto`; report with [`Gateway::on_synced`].
-    Sync { upto: u64 },
-    /// `fdatasync` the outbox log now, on this thread (shutdown); report
-    /// with [`Gateway::on_synced_now`].
-    SyncNow { upto: u64 },
-    /// Publish a message.
-    Publish(Publish),
-    /// Subscribe (QoS 1) to the answers' topic.
-    Subscribe { topic: String },
-    /// Publish the retained `online` status.
-    PublishOnline,
-    /// The link is up: run Home Assistant discovery's hook here.
-    HomeAssistant { session_present: bool },
-    /// Drive the local alarm output (on while a CRITICAL is unanswered).
-    SetAlarm(bool),
-    /// Hand the sensor thread a reloaded configuration.
-    ReconfigureSensors(Box<Config>),
-}
-
-/// A message to publish.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Publish {
-    pub topic: String,
-    pub payload: Vec<u8>,
-    pub retain: bool,
-    /// JSON properties (`mqtt::payload::json_properties`) with this
-    /// message expiry; `None` for an empty retained clear (no properties).
-    pub expiry: Option<u32>,
-    /// ResponseTopic and CorrelationData (alerts).
-    pub response: Option<(String, Bytes)>,
-    pub kind: Kind,
-}
-
-/// How a message goes out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// QoS 0, dropped when the client is busy.
-    Reading,
-    /// QoS 2, tracked: report with [`Gateway::on_published`], or
-    /// [`Gateway::on_client_busy`] when the client would not take it.
-    Entry(u64),
-}
-
-/// What became of a tracked publish.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// PUBCOMP.
-    Completed,
-    /// The broker refused it at PUBREC (reason).
-    Refused(String),
-    /// Any other acknowledgement (described).
-    Other(String),
-    /// It did not complete (connection lost...): publish it again.
-    Failed(String),
-}
 
 /// Most entries handed to the MQTT client at once; the rest wait in the
 /// outbox, so a long outage cannot block the sensor loop.
