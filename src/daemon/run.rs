@@ -351,7 +351,8 @@ impl Shell {
                 }
                 Action::HomeAssistant { session_present } => {
                     if let Some(ha) = &mut self.ha {
-                        ha.connected(&self.client, session_present).await;
+                        ha.connected(&self.client, session_present, &self.shutdown)
+                            .await;
                     }
                 }
                 Action::SetAlarm(on) => {
@@ -404,7 +405,7 @@ impl Shell {
             }
             Link::Message(p) => {
                 if let Some(ha) = &mut self.ha {
-                    if ha.message(&self.client, &p).await {
+                    if ha.message(&self.client, &p, &self.shutdown).await {
                         return Vec::new();
                     }
                 }
@@ -441,7 +442,7 @@ impl Shell {
         }
         let ha = self.ha.insert(Discoverer::new(Discovery::new(cfg)));
         if self.gateway.connected() {
-            ha.connected(&self.client, false).await;
+            ha.connected(&self.client, false, &self.shutdown).await;
         }
     }
 
