@@ -103,3 +103,83 @@ pub fn spawn(
             }
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sensor::{BackendError, Found};
+
+    struct Fake;
+
+    impl sensor::Backend for Fake {
+        fn sweep(&mut self, ids: &[String]) -> Vec<Sample> {
+            ids.iter()
+                .map(|id| Sample {
+                    id: id.clone(),
+                    read: Ok(20.0),
+                })
+                .collect()
+        }
+
+        fn scan(&mut self) -> Result<Vec<Found>, BackendError> {
+            Ok(Vec::new())
+        }
+    }
+
+    fn config(dir: &std::path::Path, poll_ms: u64) -> Config {
+        std::fs::write(dir.join("ca.crt"), "x").expect("write");
+        let src = format!(
+            "gateway_id = \"gw1\"\n[mqtt]\nhost = \"localhost\"\nca_file = \"ca.crt\"\n[sensors]\nbackend = \"sim\"\npoll_interval_ms = {poll_ms}\n[[sensor]]\nid = \"a\"\ncritical_above = 40.0\n"
+        );
+        Config::parse(&src, &dir.join("t.toml")).expect("valid")
+    }
+
+    #[test]
+    fn the_sensor_thread_stops_at_once_on_shutdown_even_mid_sleep() {
+        let dir = tempfile::tempdir().expect("tmp");
+        // An hour between sweeps: only the shutdown can end the sleep.
+        let cfg = config(dir.path(), 3_600_000);
+        let (tx, mut rx) = mpsc::channel(4);
+        let (ctl, ctl_rx) = std::sync::mpsc::channel();
+        let stop = CancellationToken::new();
+        let beat = Arc::new(Heartbeat::new("sensor loop", Instant::now()));
+        let t = spawn(&cfg, Box::new(Fake), tx, stop.clone(), beat, ctl_rx).expect("thread");
+        let first = rx.blocking_recv().expect("the first sweep");
+        assert_eq!(first.len(), 1);
+        stop.cancel();
+        drop(ctl);
+        let started = Instant::now();
+        t.join().expect("joined");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "not after its sleep"
+        );
+        assert!(rx.blocking_recv().is_none(), "no sweep after the shutdown");
+    }
+
+    #[test]
+    fn a_reload_reaches_the_next_sweep() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let cfg = config(dir.path(), 50);
+        let (tx, mut rx) = mpsc::channel(4);
+        let (ctl, ctl_rx) = std::sync::mpsc::channel();
+        let stop = CancellationToken::new();
+        let beat = Arc::new(Heartbeat::new("sensor loop", Instant::now()));
+        let t = spawn(&cfg, Box::new(Fake), tx, stop.clone(), beat, ctl_rx).expect("thread");
+        assert_eq!(rx.blocking_recv().expect("sweep")[0].id, "a");
+        let mut two = cfg.clone();
+        two.sensor.push(cfg.sensors.defaults.sensor("b"));
+        ctl.send(two).expect("send");
+        // Sweeps already under way may still list one sensor.
+        let ids = loop {
+            let s = rx.blocking_recv().expect("sweep");
+            if s.len() == 2 {
+                break s.into_iter().map(|s| s.id).collect::<Vec<_>>();
+            }
+        };
+        assert_eq!(ids, vec!["a", "b"]);
+        stop.cancel();
+        drop(rx);
+        t.join().expect("joined");
+    }
+}
