@@ -58,12 +58,13 @@ pub enum DaemonError {
 type Done = (u64, Result<PublishResult, PublishNoticeError>);
 type Synced = (u64, Result<(), OutboxError>);
 
-/// The time of an event.
-fn now() -> Now {
+/// The time of an event; whether the clock is synchronised is probed
+/// once per sweep (the only decision that reads it), see [`Shell::sweep_now`].
+fn now_with(clock_synced: bool) -> Now {
     Now {
         mono: Instant::now(),
         wall: SystemTime::now(),
-        clock_synced: crate::sys::clock::synced_now(),
+        clock_synced,
     }
 }
 
@@ -83,6 +84,8 @@ struct Shell {
     done_tx: mpsc::UnboundedSender<Done>,
     /// Outbox syncs report here (sequence number covered, result).
     sync_tx: mpsc::UnboundedSender<Synced>,
+    /// Whether the wall clock was synchronised at the last sweep.
+    clock_synced: bool,
 }
 
 /// Runs the gateway until SIGTERM or SIGINT; SIGHUP reloads `config_path`.
@@ -153,6 +156,7 @@ pub async fn run(cfg: Config, endpoint: Endpoint, config_path: &Path) -> Result<
         shutdown: shutdown.clone(),
         done_tx,
         sync_tx,
+        clock_synced: crate::sys::clock::synced_now(),
     };
     let cfg = d.gateway.config();
     log::info!(
@@ -194,20 +198,23 @@ pub async fn run(cfg: Config, endpoint: Endpoint, config_path: &Path) -> Result<
                 notify.ready(|| status::info(&d.gateway));
                 Vec::new()
             }
-            Some(samples) = sweep_rx.recv() => d.gateway.on_sweep(samples, now()),
+            Some(samples) = sweep_rx.recv() => {
+                let now = d.sweep_now();
+                d.gateway.on_sweep(samples, now)
+            }
             Some(link) = link_rx.recv() => d.on_link(link).await,
-            Some((seq, res)) = done_rx.recv() => d.gateway.on_published(seq, outcome(res), now()),
+            Some((seq, res)) = done_rx.recv() => d.gateway.on_published(seq, outcome(res), d.now()),
             Some((upto, res)) = sync_rx.recv() => {
                 if let Some(disk) = &mut d.disk {
                     disk.sync_result(&res);
                 }
-                d.gateway.on_synced(upto, now())
+                d.gateway.on_synced(upto, d.now())
             }
-            _ = housekeeping.tick() => d.gateway.tick(now()),
+            _ = housekeeping.tick() => d.gateway.tick(d.now()),
             Some(list) = cert_rx.recv() => {
                 let gw = d.gateway.config().gateway_id.clone();
                 let alerts = list.iter().map(|e| crate::sys::certwatch::alert(&gw, e)).collect();
-                d.gateway.raise(alerts, now())
+                d.gateway.raise(alerts, d.now())
             }
             _ = crate::sys::systemd::tick(&mut watchdog) => {
                 notify.watchdog(Instant::now(), &[&sensor_beat, &mqtt_beat]);
@@ -215,7 +222,7 @@ pub async fn run(cfg: Config, endpoint: Endpoint, config_path: &Path) -> Result<
             }
         };
         d.execute(actions).await;
-        let actions = d.gateway.flush(now());
+        let actions = d.gateway.flush(d.now());
         d.execute(actions).await;
         notify.status(|| status::info(&d.gateway));
     }
@@ -278,6 +285,16 @@ fn publish_options(p: &Publish) -> PublishOptions {
 }
 
 impl Shell {
+    fn now(&self) -> Now {
+        now_with(self.clock_synced)
+    }
+
+    /// The time of a sweep, with the clock's synchronisation probed anew.
+    fn sweep_now(&mut self) -> Now {
+        self.clock_synced = crate::sys::clock::synced_now();
+        self.now()
+    }
+
     /// Carries out the gateway's actions, in order.
     async fn execute(&mut self, actions: Vec<Action>) {
         let mut queue = std::collections::VecDeque::from(actions);
@@ -307,7 +324,7 @@ impl Shell {
                         let r = d.sync_now();
                         d.sync_result(&r);
                     }
-                    queue.extend(self.gateway.on_synced_now(upto, now()));
+                    queue.extend(self.gateway.on_synced_now(upto, self.now()));
                 }
                 Action::Publish(p) => match p.kind {
                     Kind::Reading => {
@@ -396,7 +413,7 @@ impl Shell {
         match link {
             Link::Connected {
                 session_present, ..
-            } => self.gateway.on_link_up(session_present, now()),
+            } => self.gateway.on_link_up(session_present, self.now()),
             Link::Down => {
                 if let Some(ha) = &mut self.ha {
                     ha.on_down();
@@ -414,7 +431,8 @@ impl Shell {
                     .properties
                     .as_ref()
                     .and_then(|pr| pr.correlation_data.as_deref());
-                self.gateway.on_message(&topic, corr, &p.payload, now())
+                self.gateway
+                    .on_message(&topic, corr, &p.payload, self.now())
             }
         }
     }
@@ -423,7 +441,7 @@ impl Shell {
     /// one kept.
     fn reload(&mut self, path: &Path) -> Vec<Action> {
         match Config::load(path) {
-            Ok(new) => self.gateway.reload(new, path, now()),
+            Ok(new) => self.gateway.reload(new, path, self.now()),
             Err(e) => {
                 log::error!("reload: invalid configuration, keeping the running one: {e}");
                 Vec::new()
@@ -455,12 +473,12 @@ impl Shell {
         done_rx: &mut mpsc::UnboundedReceiver<Done>,
     ) {
         let deadline = tokio::time::Instant::now() + SHUTDOWN_DEADLINE;
-        let actions = self.gateway.begin_shutdown(now());
+        let actions = self.gateway.begin_shutdown(self.now());
         self.execute(actions).await;
         // Let alerts already queued reach the broker first.
         while self.gateway.connected() && self.gateway.pending() > 0 {
             let actions = tokio::select! {
-                Some((seq, res)) = done_rx.recv() => self.gateway.on_published(seq, outcome(res), now()),
+                Some((seq, res)) = done_rx.recv() => self.gateway.on_published(seq, outcome(res), self.now()),
                 Some(link) = link_rx.recv() => self.on_link(link).await,
                 () = tokio::time::sleep_until(deadline) => break,
             };
