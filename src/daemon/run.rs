@@ -520,3 +520,52 @@ async fn wait_notice(seq: u64, notice: PublishNotice, tx: mpsc::UnboundedSender<
     let res = notice.wait_async().await;
     let _ = tx.send((seq, res));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn publish(kind: Kind, expiry: Option<u32>, response: Option<(String, Bytes)>) -> Publish {
+        Publish {
+            topic: "t".into(),
+            payload: Vec::new(),
+            retain: true,
+            expiry,
+            response,
+            kind,
+        }
+    }
+
+    #[test]
+    fn a_retained_clear_goes_at_qos2_without_properties() {
+        let o = publish_options(&publish(Kind::Entry(1), None, None));
+        assert_eq!(o, PublishOptions::new(QoS::ExactlyOnce).retain(true));
+    }
+
+    #[test]
+    fn an_alert_carries_the_json_properties_its_answer_topic_and_correlation() {
+        let corr = Bytes::from_static(b"id-1");
+        let o = publish_options(&publish(
+            Kind::Entry(1),
+            Some(42),
+            Some(("acks".into(), corr.clone())),
+        ));
+        let mut props = payload::json_properties(Some(42));
+        props.response_topic = Some("acks".into());
+        props.correlation_data = Some(corr);
+        assert_eq!(
+            o,
+            PublishOptions::new(QoS::ExactlyOnce)
+                .retain(true)
+                .properties(props)
+        );
+        let r = publish_options(&publish(Kind::Reading, Some(60), None));
+        assert_eq!(
+            r,
+            PublishOptions::new(QoS::AtMostOnce)
+                .retain(true)
+                .properties(payload::json_properties(Some(60)))
+        );
+    }
+}

@@ -113,24 +113,26 @@ impl Gateway {
                     topic: self.topics.alert(&alert.sensor),
                     payload: payload::encode(alert),
                     retain: true,
-                    expiry: Some(self.cfg.mqtt.alert_expiry_secs),
+                    expiry: Some(self.timings.expiry_secs),
                     response: Some((self.topics.acks(), corr)),
                     kind,
                 }
             }
             Item::Alert { alert } => {
-                let waited = entry.waited(now.mono).as_secs();
-                let expiry = u64::from(self.cfg.mqtt.alert_expiry_secs).saturating_sub(waited);
-                if expiry == 0 {
+                let waited = entry.waited(now.mono);
+                let Some(expiry) = self.timings.expiry_left(waited) else {
                     self.log(
                         log::Level::Error,
                         format!(
-                            "alert {} ({} {}) expired after {waited}s before the broker could take it; dropped",
-                            alert.id, alert.level, alert.name
+                            "alert {} ({} {}) expired after {}s before the broker could take it; dropped",
+                            alert.id,
+                            alert.level,
+                            alert.name,
+                            waited.as_secs()
                         ),
                     );
                     return None;
-                }
+                };
                 self.escalator.handed(alert);
                 let corr = self.correlation(alert);
                 self.awaiting
@@ -144,7 +146,7 @@ impl Gateway {
                     topic: self.topics.alert(&alert.sensor),
                     payload: payload::encode(alert),
                     retain: alert.level == AlertLevel::Critical,
-                    expiry: Some(u32::try_from(expiry).unwrap_or(u32::MAX)),
+                    expiry: Some(expiry),
                     response: Some((self.topics.acks(), corr)),
                     kind,
                 }

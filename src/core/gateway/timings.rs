@@ -15,9 +15,8 @@ pub struct Timings {
     /// How long a published alert waits for answers (twice its expiry);
     /// then it is forgotten, with a warning when nobody answered.
     pub keep: Duration,
-    /// The expiry itself: an alert that waited this long in the outbox is
-    /// dropped instead of published.
-    pub expiry: Duration,
+    /// The alerts' message expiry itself, in seconds.
+    pub expiry_secs: u32,
 }
 
 impl Timings {
@@ -28,8 +27,16 @@ impl Timings {
             tick: Duration::from_millis(tick_ms.min(1000)),
             refresh: expiry / 2,
             keep: expiry * 2,
-            expiry,
+            expiry_secs: secs,
         }
+    }
+
+    /// The message expiry left to an alert that waited `waited` (across
+    /// restarts) in the outbox; `None` once it is spent: the alert is
+    /// dropped instead of published.
+    pub fn expiry_left(&self, waited: Duration) -> Option<u32> {
+        let left = u64::from(self.expiry_secs).saturating_sub(waited.as_secs());
+        (left > 0).then(|| u32::try_from(left).unwrap_or(u32::MAX))
     }
 }
 
@@ -51,5 +58,13 @@ mod tests {
             Timings::from_alert_expiry(1).tick,
             Duration::from_millis(250)
         );
+    }
+
+    #[test]
+    fn an_alert_keeps_what_is_left_of_its_expiry_in_whole_seconds() {
+        let t = Timings::from_alert_expiry(60);
+        assert_eq!(t.expiry_left(Duration::ZERO), Some(60));
+        assert_eq!(t.expiry_left(Duration::from_millis(59_999)), Some(1));
+        assert_eq!(t.expiry_left(Duration::from_secs(60)), None);
     }
 }
