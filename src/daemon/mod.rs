@@ -75,7 +75,10 @@ pub fn main() -> i32 {
     let cfg = match Config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {
-            log::error!("invalid configuration: {e}");
+            // Several problems: one line each.
+            for line in e.to_string().lines() {
+                log::error!("invalid configuration: {line}");
+            }
             return crate::EXIT_CONFIG;
         }
     };
@@ -489,15 +492,7 @@ fn spawn_sensor_thread(
 impl Daemon {
     /// The certificates whose expiry is watched.
     fn certificate_files(&self) -> Vec<(&'static str, PathBuf)> {
-        let mut files = vec![("CA", self.cfg.mqtt.ca_file.clone())];
-        files.extend(
-            self.cfg
-                .mqtt
-                .client_cert
-                .clone()
-                .map(|c| ("client certificate", c)),
-        );
-        files
+        self.cfg.mqtt.certificate_files()
     }
 
     /// A certificate expires soon: a FAULT alert per certificate.
