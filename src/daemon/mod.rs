@@ -132,7 +132,7 @@ fn check_config(cfg: &Config, path: &std::path::Path) -> i32 {
 }
 
 fn scan(cfg: &Config) -> i32 {
-    let mut backend = match sensor::open(cfg) {
+    let mut backend = match sensor::open(&cfg.sensors, &cfg.sensor) {
         Ok(b) => b,
         Err(e) => {
             eprintln!("scan failed: {e}");
@@ -307,7 +307,7 @@ pub async fn run(cfg: Config, endpoint: Endpoint, config_path: &Path) -> anyhow:
         Some(mqtt_beat.clone()),
     ));
 
-    let mut backend = sensor::Reopening::open(&cfg);
+    let mut backend = sensor::Reopening::open(&cfg.sensors, &cfg.sensor);
     let cfg = adopt_unconfigured(cfg, &mut backend);
     let (sweep_tx, mut sweep_rx) = mpsc::channel::<Sweep>(4);
     let sensors_stop = Arc::new(AtomicBool::new(false));
@@ -468,7 +468,7 @@ fn spawn_sensor_thread(
             beat.due_by(next + backend.sweep_budget(ids.len()));
             while !stop.load(Ordering::Relaxed) {
                 while let Ok(c) = reload.try_recv() {
-                    backend.reconfigure(&c);
+                    backend.reconfigure(&c.sensor);
                     ids = c.sensor.iter().map(|s| s.id.clone()).collect();
                     interval = Duration::from_millis(c.sensors.poll_interval_ms);
                 }

@@ -30,9 +30,9 @@ use embedded_hal::blocking::delay::{DelayMs, DelayUs};
 use embedded_hal::digital::v2::{InputPin, OutputPin};
 use one_wire_bus::{Address, OneWire, OneWireError};
 
-use super::{Backend, BackendError, Found, Sample};
-use crate::config::Config;
-use crate::core::alert::ReadFault;
+use super::error::BusFault;
+use super::{Backend, BackendError, Found, ReadFault, Sample};
+use crate::config::{GpioConfig, SensorConfig};
 use crate::onewire::{cmd, decode_scratchpad, Resolution, Rom, ScratchpadError, FAMILY_DS18B20};
 
 /// The I/O-pin operations an open-drain 1-Wire master needs, named after
@@ -117,26 +117,25 @@ enum Attempt {
     /// No presence pulse, or nothing answered the read slots.
     Absent,
     Crc,
-    Bus(String),
+    Bus(BusFault),
 }
 
 fn bus_error<E: Debug>(e: OneWireError<E>) -> Attempt {
     match e {
-        OneWireError::BusNotHigh => Attempt::Bus(
-            "the 1-Wire line stays low: check the 4.7 kOhm pull-up to 3.3 V and for a short".into(),
-        ),
-        OneWireError::PinError(e) => Attempt::Bus(format!("GPIO pin error: {e:?}")),
+        OneWireError::BusNotHigh => Attempt::Bus(BusFault::LineLow),
+        OneWireError::PinError(e) => Attempt::Bus(BusFault::Pin(format!("{e:?}"))),
         OneWireError::CrcMismatch => Attempt::Crc,
         OneWireError::UnexpectedResponse | OneWireError::FamilyCodeMismatch => Attempt::Crc,
-        OneWireError::Timeout => Attempt::Bus("1-Wire timeout".into()),
+        OneWireError::Timeout => Attempt::Bus(BusFault::Timeout),
     }
 }
 
-fn fault(a: Attempt) -> ReadFault {
+/// The fault a failed attempt counts as; a bus fault names `pin` when known.
+fn fault(a: Attempt, pin: Option<u8>) -> ReadFault {
     match a {
         Attempt::Absent => ReadFault::Missing,
         Attempt::Crc => ReadFault::Crc,
-        Attempt::Bus(m) => ReadFault::Io(m),
+        Attempt::Bus(fault) => ReadFault::Bus { pin, fault },
     }
 }
 
@@ -161,6 +160,8 @@ pub struct GpioBackend<P, D> {
     /// Resolution each sensor reported last, by id.
     seen: HashMap<String, Resolution>,
     mode: ConvertMode,
+    /// The GPIO number, named in bus faults (unknown for a bare pin).
+    pin: Option<u8>,
 }
 
 impl<P, D, E> GpioBackend<P, D>
@@ -171,8 +172,9 @@ where
 {
     /// A backend on `pin` (open-drain) with `delay` (microsecond-accurate).
     pub fn new(pin: P, delay: D, attempts: u32) -> Result<Self, BackendError> {
-        let bus = OneWire::new(pin)
-            .map_err(|e| BackendError::Unavailable(format!("1-Wire pin: {e:?}")))?;
+        let bus = OneWire::new(pin).map_err(|e| BackendError::Pin {
+            detail: format!("{e:?}"),
+        })?;
         Ok(Self {
             bus,
             delay,
@@ -180,7 +182,13 @@ where
             wanted: HashMap::new(),
             seen: HashMap::new(),
             mode: ConvertMode::Simultaneous,
+            pin: None,
         })
+    }
+
+    /// Names the GPIO number in bus faults.
+    pub fn set_pin_number(&mut self, pin: u8) {
+        self.pin = Some(pin);
     }
 
     /// Asks for `resolution` on the sensor `id` (set before each sweep until
@@ -217,7 +225,7 @@ where
                 Some(a) => last = a,
             }
         }
-        Err(fault(last))
+        Err(fault(last, self.pin))
     }
 
     /// Reset; `Absent` without a presence pulse.
@@ -267,7 +275,7 @@ where
             log::debug!("{rom}: read failed ({a:?}), retrying");
             last = a;
         }
-        Err(fault(last))
+        Err(fault(last, self.pin))
     }
 
     /// Reads one sensor's temperature (scratchpad decoded here, not by
@@ -393,10 +401,11 @@ where
             .into_iter()
             .map(|(id, rom)| {
                 let read = match (rom, &started) {
-                    (None, _) => Err(ReadFault::Io(format!(
-                        "{id:?} is not a 1-Wire id like 28-0316a2791dff"
-                    ))),
-                    (Some(_), Err(a)) => Err(fault(a.clone())),
+                    (None, _) => Err(ReadFault::BadId {
+                        id: id.clone(),
+                        expected: "a 1-Wire id like 28-0316a2791dff",
+                    }),
+                    (Some(_), Err(a)) => Err(fault(a.clone(), self.pin)),
                     (Some(rom), Ok(())) => {
                         if self.mode == ConvertMode::PerSensor {
                             match self.convert_one(rom) {
@@ -405,7 +414,7 @@ where
                                     self.wait_conversion(res);
                                     self.read_celsius(rom)
                                 }
-                                Err(a) => Err(fault(a)),
+                                Err(a) => Err(fault(a, self.pin)),
                             }
                         } else {
                             self.read_celsius(rom)
@@ -428,14 +437,12 @@ where
         self.sweep_roms(ids)
     }
 
-    fn reconfigure(&mut self, cfg: &Config) {
-        configure(self, cfg);
+    fn reconfigure(&mut self, sensors: &[SensorConfig]) {
+        configure(self, sensors);
     }
 
     fn discover(&mut self) -> Result<Vec<String>, BackendError> {
-        let roms = self
-            .search()
-            .map_err(|e| BackendError::Unavailable(format!("1-Wire ROM search failed: {e}")))?;
+        let roms = self.search().map_err(BackendError::RomSearch)?;
         Ok(roms
             .into_iter()
             .filter(|r| r.family() == FAMILY_DS18B20)
@@ -444,17 +451,12 @@ where
     }
 
     fn scan(&mut self) -> Result<Vec<Found>, BackendError> {
-        let none = || {
-            BackendError::Unavailable(
-                "no 1-Wire device answered on the GPIO pin (no presence pulse): check the wiring, the 4.7 kOhm pull-up to 3.3 V and the pin number".into(),
-            )
-        };
         let roms = self.search().map_err(|e| match e {
-            ReadFault::Missing => none(),
-            other => BackendError::Unavailable(format!("1-Wire ROM search failed: {other}")),
+            ReadFault::Missing => BackendError::NoPresence,
+            other => BackendError::RomSearch(other),
         })?;
         if roms.is_empty() {
-            return Err(none());
+            return Err(BackendError::NoPresence);
         }
         let mut sensors = Vec::new();
         for rom in roms {
@@ -492,12 +494,13 @@ where
     }
 }
 
-/// Opens the pin the config names, with the driver it names.
+/// Opens the pin `g` (`[sensors.gpio]`) names, with the driver it names,
+/// for `sensors`.
 #[cfg(target_os = "linux")]
-pub fn open(cfg: &Config) -> Result<Box<dyn Backend>, BackendError> {
-    match cfg.sensors.gpio.driver {
-        crate::config::GpioDriver::Rppal => open_rppal(cfg),
-        crate::config::GpioDriver::Cdev => open_cdev(cfg),
+pub fn open(g: &GpioConfig, sensors: &[SensorConfig]) -> Result<Box<dyn Backend>, BackendError> {
+    match g.driver {
+        crate::config::GpioDriver::Rppal => open_rppal(g, sensors),
+        crate::config::GpioDriver::Cdev => open_cdev(g, sensors),
     }
 }
 
@@ -508,81 +511,79 @@ pub fn open(cfg: &Config) -> Result<Box<dyn Backend>, BackendError> {
 /// plain Rust and not tied to the Pi (linux-embedded-hal's `Delay` sleeps
 /// and is tens of microseconds late: too coarse for 1-Wire slots).
 #[cfg(target_os = "linux")]
-fn open_cdev(cfg: &Config) -> Result<Box<dyn Backend>, BackendError> {
+fn open_cdev(g: &GpioConfig, sensors: &[SensorConfig]) -> Result<Box<dyn Backend>, BackendError> {
+    use super::error::CdevStep;
     use linux_embedded_hal::gpio_cdev::{Chip, LineRequestFlags};
     use linux_embedded_hal::CdevPin;
-    let g = &cfg.sensors.gpio;
-    let unavailable = |what: &str, e: &dyn std::fmt::Display| {
-        let text = e.to_string();
-        let hint = if text.contains("ermission") {
-            ": add the user to the gpio group (or a udev rule for the chip) and restart the service"
-        } else {
-            ""
-        };
-        BackendError::Unavailable(format!("{what} {}: {text}{hint}", g.chip.display()))
+    let failed = |step: CdevStep| {
+        move |e: linux_embedded_hal::gpio_cdev::Error| BackendError::Cdev {
+            chip: g.chip.clone(),
+            step,
+            source: Box::new(e),
+        }
     };
-    let mut chip = Chip::new(&g.chip).map_err(|e| unavailable("cannot open", &e))?;
+    let mut chip = Chip::new(&g.chip).map_err(failed(CdevStep::OpenChip))?;
     let line = chip
         .get_line(u32::from(g.pin))
-        .map_err(|e| unavailable(&format!("no line {} on", g.pin), &e))?;
+        .map_err(failed(CdevStep::GetLine(g.pin)))?;
     let handle = line
         .request(
             LineRequestFlags::OUTPUT | LineRequestFlags::OPEN_DRAIN,
             1,
             "thermalertd",
         )
-        .map_err(|e| unavailable(&format!("cannot request line {} on", g.pin), &e))?;
-    let pin = CdevPin::new(handle).map_err(|e| unavailable("cannot use", &e))?;
+        .map_err(failed(CdevStep::RequestLine(g.pin)))?;
+    let pin = CdevPin::new(handle).map_err(failed(CdevStep::UseLine))?;
     let mut b = GpioBackend::new(pin, rppal::hal::Delay::new(), g.attempts)?;
-    configure(&mut b, cfg);
+    b.set_pin_number(g.pin);
+    configure(&mut b, sensors);
     Ok(Box::new(b))
 }
 
 /// The Raspberry Pi: rppal's I/O pin behind the open-drain wrapper.
 #[cfg(target_os = "linux")]
-fn open_rppal(cfg: &Config) -> Result<Box<dyn Backend>, BackendError> {
+fn open_rppal(g: &GpioConfig, sensors: &[SensorConfig]) -> Result<Box<dyn Backend>, BackendError> {
     use rppal::gpio::{Error as GpioError, Gpio, Mode};
-    let g = &cfg.sensors.gpio;
     let gpio = Gpio::new().map_err(|e| match e {
-        GpioError::PermissionDenied(dev) => BackendError::Unavailable(format!(
-            "permission denied on {dev}: add the user to the gpio group (sudo usermod -aG gpio thermalert) and restart the service"
-        )),
-        other => BackendError::Unavailable(format!(
-            "cannot open the GPIO ({other}; /dev/gpiomem or {}): the gpio backend needs a Raspberry Pi",
-            g.chip.display()
-        )),
+        GpioError::PermissionDenied(device) => BackendError::GpioDenied {
+            device,
+            hint: " (sudo usermod -aG gpio thermalert) and restart the service",
+        },
+        other => BackendError::GpioOpen {
+            chip: g.chip.clone(),
+            source: Box::new(other),
+        },
     })?;
     let pin = gpio
         .get(g.pin)
         .map_err(|e| match e {
-            GpioError::PermissionDenied(dev) => BackendError::Unavailable(format!(
-                "permission denied on {dev}: add the user to the gpio group"
-            )),
-            other => BackendError::Unavailable(format!("GPIO{}: {other}", g.pin)),
+            GpioError::PermissionDenied(device) => BackendError::GpioDenied { device, hint: "" },
+            other => BackendError::Gpio {
+                pin: g.pin,
+                source: Box::new(other),
+            },
         })?
         .into_io(Mode::Input);
-    let pin = OpenDrain::new(pin)
-        .map_err(|e| BackendError::Unavailable(format!("GPIO{}: {e:?}", g.pin)))?;
+    let pin = OpenDrain::new(pin).map_err(|e| match e {})?;
     let mut b = GpioBackend::new(pin, rppal::hal::Delay::new(), g.attempts)?;
-    configure(&mut b, cfg);
+    b.set_pin_number(g.pin);
+    configure(&mut b, sensors);
     Ok(Box::new(b))
 }
 
 #[cfg(not(target_os = "linux"))]
-pub fn open(_cfg: &Config) -> Result<Box<dyn Backend>, BackendError> {
-    Err(BackendError::Unavailable(
-        "the gpio backend needs Linux on a Raspberry Pi".into(),
-    ))
+pub fn open(_g: &GpioConfig, _sensors: &[SensorConfig]) -> Result<Box<dyn Backend>, BackendError> {
+    Err(BackendError::NotLinux)
 }
 
-/// Applies the per-sensor resolutions from the config.
-pub fn configure<P, D, E>(b: &mut GpioBackend<P, D>, cfg: &Config)
+/// Applies the per-sensor resolutions of `sensors`.
+pub fn configure<P, D, E>(b: &mut GpioBackend<P, D>, sensors: &[SensorConfig])
 where
     P: InputPin<Error = E> + OutputPin<Error = E>,
     D: DelayUs<u16> + DelayMs<u16>,
     E: Debug,
 {
-    for s in &cfg.sensor {
+    for s in sensors {
         if let Some(r) = s.resolution.and_then(Resolution::from_bits) {
             b.want_resolution(&s.id, r);
         }
