@@ -30,86 +30,16 @@ use embedded_hal::blocking::delay::{DelayMs, DelayUs};
 use embedded_hal::digital::v2::{InputPin, OutputPin};
 use one_wire_bus::{Address, OneWire, OneWireError};
 
+/// Opening the pin on real hardware (rppal, GPIO character device).
+pub mod drivers;
+mod pin;
+
+pub use pin::{IoPinOps, OpenDrain};
+
 use super::error::BusFault;
 use super::{Backend, BackendError, Found, ReadFault, Sample};
-use crate::config::{GpioConfig, SensorConfig};
+use crate::config::SensorConfig;
 use crate::onewire::{cmd, decode_scratchpad, Resolution, Rom, ScratchpadError, FAMILY_DS18B20};
-
-/// The I/O-pin operations an open-drain 1-Wire master needs, named after
-/// rppal's `IoPin` inherent methods (which are correct, unlike its
-/// embedded-hal 0.2 `is_low`).
-pub trait IoPinOps {
-    type Error: Debug;
-    /// Switches the pin to output mode (driving its output latch).
-    fn set_output(&mut self) -> Result<(), Self::Error>;
-    /// Switches the pin to input mode: it stops driving the line.
-    fn set_input(&mut self) -> Result<(), Self::Error>;
-    /// Sets the output latch low.
-    fn set_latch_low(&mut self) -> Result<(), Self::Error>;
-    /// Reads the line's level: `true` is high.
-    fn read_high(&self) -> Result<bool, Self::Error>;
-}
-
-/// An open-drain pin over an I/O pin: `set_low` drives the line low,
-/// `set_high` releases it to the pull-up (never drives it high), and
-/// `is_high` / `is_low` read the line's level.
-#[derive(Debug)]
-pub struct OpenDrain<P>(P);
-
-impl<P: IoPinOps> OpenDrain<P> {
-    /// Takes the pin, released (input).
-    pub fn new(mut pin: P) -> Result<Self, P::Error> {
-        pin.set_input()?;
-        pin.set_latch_low()?;
-        Ok(OpenDrain(pin))
-    }
-
-    pub fn into_inner(self) -> P {
-        self.0
-    }
-}
-
-impl<P: IoPinOps> OutputPin for OpenDrain<P> {
-    type Error = P::Error;
-    fn set_low(&mut self) -> Result<(), P::Error> {
-        // Latch low first, so switching to output never drives high.
-        self.0.set_latch_low()?;
-        self.0.set_output()
-    }
-    fn set_high(&mut self) -> Result<(), P::Error> {
-        self.0.set_input()
-    }
-}
-
-impl<P: IoPinOps> InputPin for OpenDrain<P> {
-    type Error = P::Error;
-    fn is_high(&self) -> Result<bool, P::Error> {
-        self.0.read_high()
-    }
-    fn is_low(&self) -> Result<bool, P::Error> {
-        self.0.read_high().map(|h| !h)
-    }
-}
-
-#[cfg(target_os = "linux")]
-impl IoPinOps for rppal::gpio::IoPin {
-    type Error = std::convert::Infallible;
-    fn set_output(&mut self) -> Result<(), Self::Error> {
-        self.set_mode(rppal::gpio::Mode::Output);
-        Ok(())
-    }
-    fn set_input(&mut self) -> Result<(), Self::Error> {
-        self.set_mode(rppal::gpio::Mode::Input);
-        Ok(())
-    }
-    fn set_latch_low(&mut self) -> Result<(), Self::Error> {
-        rppal::gpio::IoPin::set_low(self);
-        Ok(())
-    }
-    fn read_high(&self) -> Result<bool, Self::Error> {
-        Ok(self.read() == rppal::gpio::Level::High)
-    }
-}
 
 /// Why one read of one sensor failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -492,88 +422,6 @@ where
             + per_read * u32::try_from(sensors).unwrap_or(u32::MAX)
             + Duration::from_millis(250)
     }
-}
-
-/// Opens the pin `g` (`[sensors.gpio]`) names, with the driver it names,
-/// for `sensors`.
-#[cfg(target_os = "linux")]
-pub fn open(g: &GpioConfig, sensors: &[SensorConfig]) -> Result<Box<dyn Backend>, BackendError> {
-    match g.driver {
-        crate::config::GpioDriver::Rppal => open_rppal(g, sensors),
-        crate::config::GpioDriver::Cdev => open_cdev(g, sensors),
-    }
-}
-
-/// Any Linux board: the line is requested from the GPIO character device
-/// as an open-drain output (writing 1 releases it to the pull-up, and
-/// reading returns the line's level), wrapped in linux-embedded-hal's
-/// `CdevPin`. Timing still uses rppal's busy-waiting `Delay`, which is
-/// plain Rust and not tied to the Pi (linux-embedded-hal's `Delay` sleeps
-/// and is tens of microseconds late: too coarse for 1-Wire slots).
-#[cfg(target_os = "linux")]
-fn open_cdev(g: &GpioConfig, sensors: &[SensorConfig]) -> Result<Box<dyn Backend>, BackendError> {
-    use super::error::CdevStep;
-    use linux_embedded_hal::gpio_cdev::{Chip, LineRequestFlags};
-    use linux_embedded_hal::CdevPin;
-    let failed = |step: CdevStep| {
-        move |e: linux_embedded_hal::gpio_cdev::Error| BackendError::Cdev {
-            chip: g.chip.clone(),
-            step,
-            source: Box::new(e),
-        }
-    };
-    let mut chip = Chip::new(&g.chip).map_err(failed(CdevStep::OpenChip))?;
-    let line = chip
-        .get_line(u32::from(g.pin))
-        .map_err(failed(CdevStep::GetLine(g.pin)))?;
-    let handle = line
-        .request(
-            LineRequestFlags::OUTPUT | LineRequestFlags::OPEN_DRAIN,
-            1,
-            "thermalertd",
-        )
-        .map_err(failed(CdevStep::RequestLine(g.pin)))?;
-    let pin = CdevPin::new(handle).map_err(failed(CdevStep::UseLine))?;
-    let mut b = GpioBackend::new(pin, rppal::hal::Delay::new(), g.attempts)?;
-    b.set_pin_number(g.pin);
-    configure(&mut b, sensors);
-    Ok(Box::new(b))
-}
-
-/// The Raspberry Pi: rppal's I/O pin behind the open-drain wrapper.
-#[cfg(target_os = "linux")]
-fn open_rppal(g: &GpioConfig, sensors: &[SensorConfig]) -> Result<Box<dyn Backend>, BackendError> {
-    use rppal::gpio::{Error as GpioError, Gpio, Mode};
-    let gpio = Gpio::new().map_err(|e| match e {
-        GpioError::PermissionDenied(device) => BackendError::GpioDenied {
-            device,
-            hint: " (sudo usermod -aG gpio thermalert) and restart the service",
-        },
-        other => BackendError::GpioOpen {
-            chip: g.chip.clone(),
-            source: Box::new(other),
-        },
-    })?;
-    let pin = gpio
-        .get(g.pin)
-        .map_err(|e| match e {
-            GpioError::PermissionDenied(device) => BackendError::GpioDenied { device, hint: "" },
-            other => BackendError::Gpio {
-                pin: g.pin,
-                source: Box::new(other),
-            },
-        })?
-        .into_io(Mode::Input);
-    let pin = OpenDrain::new(pin).map_err(|e| match e {})?;
-    let mut b = GpioBackend::new(pin, rppal::hal::Delay::new(), g.attempts)?;
-    b.set_pin_number(g.pin);
-    configure(&mut b, sensors);
-    Ok(Box::new(b))
-}
-
-#[cfg(not(target_os = "linux"))]
-pub fn open(_g: &GpioConfig, _sensors: &[SensorConfig]) -> Result<Box<dyn Backend>, BackendError> {
-    Err(BackendError::NotLinux)
 }
 
 /// Applies the per-sensor resolutions of `sensors`.

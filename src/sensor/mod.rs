@@ -171,6 +171,6 @@ pub fn open(
             &section.w1,
             sensors,
         )?)),
-        BackendKind::Gpio => gpio::open(&section.gpio, sensors),
+        BackendKind::Gpio => gpio::drivers::open(&section.gpio, sensors),
     }
 }

@@ -4,9 +4,10 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
+use super::ReadFault;
 use super::{Backend, BackendError, Found, Sample};
 use crate::config::{SensorConfig, SimConfig, SimFaultKind};
-use crate::core::alert::{ReadFault, POWER_ON_RESET_C};
+use crate::core::alert::POWER_ON_RESET_C;
 
 /// The temperature a sensor without a script reads.
 pub const DEFAULT_C: f64 = 20.0;
