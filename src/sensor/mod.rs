@@ -174,3 +174,61 @@ pub fn open(
         BackendKind::Gpio => gpio::drivers::open(&section.gpio, sensors),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{DefaultThresholds, GpioConfig, W1Config};
+
+    fn w1_section(root: &std::path::Path) -> SensorsConfig {
+        SensorsConfig {
+            backend: BackendKind::W1Sysfs,
+            poll_interval_ms: 1000,
+            fault_after: 3,
+            monitor_unconfigured: false,
+            defaults: DefaultThresholds::default(),
+            w1: W1Config {
+                root: root.to_path_buf(),
+                bulk_read: false,
+            },
+            gpio: GpioConfig::default(),
+        }
+    }
+
+    #[test]
+    fn a_closed_backend_fails_every_read_with_its_typed_reason() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let root = d.path().join("devices");
+        let mut b = Reopening::open(&w1_section(&root), &[]);
+        assert!(!b.is_open());
+        let ids = ["28-000000000001".to_string(), "28-000000000002".to_string()];
+        let samples = b.sweep(&ids);
+        assert_eq!(samples.len(), 2);
+        for s in &samples {
+            let Err(fault @ ReadFault::Unavailable(cause)) = &s.read else {
+                panic!("{s:?}");
+            };
+            let m = fault.to_string();
+            assert!(m.starts_with("read error: w1 bus not found at "), "{m}");
+            assert!(m.contains(&root.display().to_string()), "{m}");
+            let e = cause.get().downcast_ref::<BackendError>();
+            assert!(
+                matches!(e, Some(BackendError::W1BusMissing { root: r, .. }) if *r == root),
+                "{e:?}"
+            );
+        }
+        let e = b.scan().expect_err("closed");
+        assert!(e.to_string().starts_with("w1 bus not found at "), "{e}");
+    }
+
+    #[test]
+    fn the_backend_opens_from_its_sections_only() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let b = open(&w1_section(d.path()), &[]);
+        assert!(b.is_ok());
+        let mut sim = w1_section(d.path());
+        sim.backend = BackendKind::Sim;
+        let mut b = open(&sim, &[DefaultThresholds::default().sensor("28-1")]).expect("sim");
+        assert_eq!(b.sweep(&["28-1".to_string()])[0].read, Ok(sim::DEFAULT_C));
+    }
+}
