@@ -53,7 +53,10 @@ pub fn main() -> i32 {
     let cfg = match Config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {
-            log::error!("invalid configuration: {e}");
+            // Several problems: one line each.
+            for line in e.to_string().lines() {
+                log::error!("invalid configuration: {line}");
+            }
             return crate::EXIT_CONFIG;
         }
     };
@@ -111,7 +114,7 @@ fn check_config(cfg: &Config, path: &std::path::Path) -> i32 {
 }
 
 fn scan(cfg: &Config) -> i32 {
-    let mut backend = match sensor::open(cfg) {
+    let mut backend = match sensor::open(&cfg.sensors, &cfg.sensor) {
         Ok(b) => b,
         Err(e) => {
             eprintln!("scan failed: {e}");

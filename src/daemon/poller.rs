@@ -73,7 +73,7 @@ pub fn spawn(
             while !stop.is_cancelled() {
                 reloaded.extend(reload.try_iter());
                 for c in reloaded.drain(..) {
-                    backend.reconfigure(&c);
+                    backend.reconfigure(&c.sensor);
                     ids = c.sensor.iter().map(|s| s.id.clone()).collect();
                     interval = Duration::from_millis(c.sensors.poll_interval_ms);
                 }

@@ -14,7 +14,7 @@
 //! has a token of its own because it must outlive the program's token by
 //! those last duties.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -111,7 +111,7 @@ pub async fn run(cfg: Config, endpoint: Endpoint, config_path: &Path) -> Result<
         Some(mqtt_beat.clone()),
     ));
 
-    let mut backend = sensor::Reopening::open(&cfg);
+    let mut backend = sensor::Reopening::open(&cfg.sensors, &cfg.sensor);
     let cfg = poller::adopt_unconfigured(cfg, &mut backend);
     let (sweep_tx, mut sweep_rx) = mpsc::channel::<Vec<Sample>>(4);
     let sensor_beat = Arc::new(Heartbeat::new("sensor loop", Instant::now()));
@@ -169,9 +169,10 @@ pub async fn run(cfg: Config, endpoint: Endpoint, config_path: &Path) -> Result<
     );
 
     let (cert_tx, mut cert_rx) = mpsc::unbounded_channel();
-    let cert_watch = crate::sys::certwatch::watch_daily(certificate_files(cfg), move |list| {
-        let _ = cert_tx.send(list);
-    });
+    let cert_watch =
+        crate::sys::certwatch::watch_daily(cfg.mqtt.certificate_files(), move |list| {
+            let _ = cert_tx.send(list);
+        });
     let token = shutdown.token();
     shutdown.spawn(async move {
         tokio::select! {
@@ -242,18 +243,6 @@ pub async fn run(cfg: Config, endpoint: Endpoint, config_path: &Path) -> Result<
     }
     log::info!("stopped");
     Ok(())
-}
-
-/// The certificates whose expiry is watched.
-fn certificate_files(cfg: &Config) -> Vec<(&'static str, PathBuf)> {
-    let mut files = vec![("CA", cfg.mqtt.ca_file.clone())];
-    files.extend(
-        cfg.mqtt
-            .client_cert
-            .clone()
-            .map(|c| ("client certificate", c)),
-    );
-    files
 }
 
 /// A publish notice's result, for the gateway.

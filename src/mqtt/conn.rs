@@ -47,7 +47,7 @@ pub enum EndpointError {
     #[error("mqtt.ca_file / client_cert")]
     Tls(#[source] super::tls::TlsError),
     #[error("mqtt.password_file")]
-    Password(#[source] std::io::Error),
+    Password(#[source] crate::config::secret::SecretError),
 }
 
 /// The daemon's endpoint (TLS and credentials) from its configuration;
