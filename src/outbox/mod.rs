@@ -26,7 +26,7 @@
 //! link never waits for the disk. An entry is handed to the client
 //! ([`Queue::pop`]) only once its record is on disk.
 //!
-//! Three parts: [`record`] (the codec, pure), [`log`] (the file: [`Disk`]),
+//! Three parts: [`record`] (the codec, pure), [`disk`] (the log file: [`Disk`]),
 //! [`queue`] (the order and the durability of the entries, pure, taking
 //! `now`). The gateway core ([`crate::core::gateway`]) owns the queue and
 //! asks for disk work with actions that the daemon's shell carries out on
@@ -37,14 +37,14 @@
 //! When the log cannot be written (disk full, read-only, over
 //! `outbox_max_bytes`), entries stay in memory only and one line says so.
 
-pub mod log;
+pub mod disk;
 pub mod queue;
 pub mod record;
 
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
-pub use log::{Disk, DiskLog, Loaded, Opened, SyncJob, FILE_NAME};
+pub use disk::{Disk, DiskLog, Loaded, Opened, SyncJob, FILE_NAME};
 pub use queue::{Entry, Queue, SyncNews, SYNC_STALL};
 pub use record::{
     crc32, decode_all, encode, replay, unix_ms, waited_before, Decoded, Item, Record, MAX_RECORD,
@@ -130,7 +130,7 @@ impl Outbox {
     /// failed: delivering an alert comes before storing it).
     pub fn synced(&mut self, upto: u64, result: Result<(), OutboxError>) {
         if self.queue.synced(upto) == SyncNews::Unstalled {
-            ::log::warn!("outbox: the disk answered the hung fdatasync; waiting for it again");
+            log::warn!("outbox: the disk answered the hung fdatasync; waiting for it again");
         }
         if let Some(d) = &mut self.disk {
             d.sync_result(&result);
@@ -142,7 +142,7 @@ impl Outbox {
         let Some(hung) = self.queue.check_stall(now) else {
             return false;
         };
-        ::log::error!(
+        log::error!(
             "outbox: fdatasync has not returned for {} s (a failing disk?); publishing alerts without waiting for it",
             hung.as_secs()
         );
@@ -196,7 +196,7 @@ impl Outbox {
 
 #[cfg(test)]
 mod tests {
-    use super::log::COMPACT_MIN;
+    use super::disk::COMPACT_MIN;
     use super::record::HEADER;
     use super::*;
     use crate::core::alert::AlertLevel;
