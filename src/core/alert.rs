@@ -574,19 +574,25 @@ mod tests {
         #[test]
         fn accepted_thresholds_never_hold_critical_short_of_warning(
             w in -400i32..400,
-            gap in 1i32..200,
-            h in 0i32..200,
+            (gap, h) in proptest::strategy::Strategy::prop_flat_map(1i32..200, |gap| (proptest::strategy::Just(gap), 0..=gap)),
+            wider in 1i32..200,
             below in proptest::bool::ANY,
             reads in proptest::collection::vec(-880i32..1999, 1..120),
         ) {
-            let (w, gap, h) = (f64::from(w) / 16.0, f64::from(gap) / 16.0, f64::from(h) / 16.0);
-            let t = if below {
-                Thresholds { warning_below: Some(w), critical_below: Some(w - gap), hysteresis: h, ..Default::default() }
-            } else {
-                Thresholds { warning_above: Some(w), critical_above: Some(w + gap), hysteresis: h, ..Default::default() }
+            let sixteenths = |n: i32| f64::from(n) / 16.0;
+            let thresholds = |h: f64| {
+                let (w, gap) = (sixteenths(w), sixteenths(gap));
+                if below {
+                    Thresholds { warning_below: Some(w), critical_below: Some(w - gap), hysteresis: h, ..Default::default() }
+                } else {
+                    Thresholds { warning_above: Some(w), critical_above: Some(w + gap), hysteresis: h, ..Default::default() }
+                }
             };
-            proptest::prop_assert_eq!(t.check().is_ok(), h <= gap);
-            proptest::prop_assume!(t.check().is_ok());
+            // Exactly the hysteresis wider than the gap is refused.
+            proptest::prop_assert_eq!(thresholds(sixteenths(gap + wider)).check().map_err(|e| e.0), Err("hysteresis"));
+            let (w, h) = (sixteenths(w), sixteenths(h));
+            let t = thresholds(h);
+            proptest::prop_assert_eq!(t.check(), Ok(()));
             let mut a = SensorAlarm::new(t, 1);
             for r in reads {
                 let c = f64::from(r) / 16.0;
