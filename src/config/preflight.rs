@@ -70,19 +70,28 @@ fn private(p: &Path) -> Option<String> {
     use std::os::unix::fs::MetadataExt;
     let md = std::fs::metadata(p).ok()?;
     let mode = md.mode() & 0o7777;
-    let allowed = if md.uid() == 0 { 0o040 } else { 0 };
-    if mode & 0o077 & !allowed == 0 {
+    let group_may_read = md.uid() == 0;
+    let mut who = Vec::new();
+    if mode & 0o040 != 0 && !group_may_read {
+        who.push("readable by its group");
+    }
+    if mode & 0o020 != 0 {
+        who.push("writable by its group");
+    }
+    if mode & 0o004 != 0 {
+        who.push("readable by others");
+    }
+    if mode & 0o002 != 0 {
+        who.push("writable by others");
+    }
+    if who.is_empty() {
         return None;
     }
-    let who = if mode & 0o007 != 0 {
-        "everyone"
-    } else {
-        "its group"
-    };
     Some(format!(
-        "{} can be read or written by {who} (mode {mode:04o}): \
-         chmod 600 {} (or, owned by root, chmod 640 to share it with a service group)",
+        "{} is {} (mode {mode:04o}): chmod 600 {} \
+         (a file owned by root may be 0640, to share it with a service's group)",
         p.display(),
+        who.join(", "),
         p.display()
     ))
 }
