@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # fuzz-long.sh - the hostile-input property tests (issue 16 §5) with many
 # more cases than CI's 256 per property: payloads, topics, the w1 files and
-# backend, the configuration and the notifier's settings
+# backend, the configuration, the notifier's settings and seen-alerts log
 # (tests/hostile_input.rs), the notifier's session store, the alert
 # engine's thresholds and the configuration's own parse tests.
 #

@@ -1,8 +1,8 @@
 //! Hostile and broken input (issue 16 §5): property tests over every
 //! parser that takes bytes from outside the process — alert, answer,
 //! status and reading payloads, topics, the w1 sysfs files (parsers and the
-//! backend on a stand-in tree), the daemon's configuration and the
-//! notifier's settings file. (The notifier's session store is tested next
+//! backend on a stand-in tree), the daemon's configuration, the
+//! notifier's settings file and its seen-alerts log. (The notifier's session store is tested next
 //! to its private framing, in `src/mqtt/store.rs`; the outbox's records
 //! are being rewritten and get theirs with the new codec.)
 //!
@@ -22,6 +22,7 @@ use thermalert::config::{locate, Config, ConfigError};
 use thermalert::core::alert::{AlertLevel, Level};
 use thermalert::mqtt::payload::{self, Ack, Alert, PayloadError, Reading, Status, MAX_PAYLOAD};
 use thermalert::mqtt::topics::{self, Parsed, Topics};
+use thermalert::notifier::seen;
 use thermalert::sensor::w1_sysfs::{
     millis_to_celsius, parse_bulk_state, parse_temperature, parse_w1_slave, BulkState, ParseError,
     W1SysfsBackend,
@@ -408,6 +409,37 @@ proptest! {
             let written = std::str::from_utf8(&files[2]).ok().map(str::trim);
             prop_assert_eq!(written.and_then(|s| s.parse::<u8>().ok()), Some(bits));
         }
+    }
+}
+
+// ------------------------------------------ the notifier's seen-alerts log
+
+proptest! {
+    #[test]
+    fn seen_lines_round_trip(esc in any::<u32>(), id in "[A-Za-z0-9._:-]{1,128}") {
+        let line = format!("{esc} {id}");
+        prop_assert_eq!(seen::parse_line(&line), Some((esc, id.as_str())));
+    }
+
+    /// Any line: nothing, or an escalation and an id that is a bounded
+    /// slice of the line.
+    #[test]
+    fn any_seen_line_is_an_entry_or_skipped(l in prop_oneof!["\\PC{0,200}", "[0-9]{0,12} [a-z:.-]{0,140}"]) {
+        if let Some((_, id)) = seen::parse_line(&l) {
+            prop_assert!(within(id, &l) && !id.is_empty() && id.len() <= 128);
+        }
+    }
+
+    /// The log file holding anything: the notifier starts, and an id read
+    /// from it is remembered.
+    #[test]
+    fn any_seen_log_opens(bytes in proptest::collection::vec(any::<u8>(), 0..2000), esc in 0u32..5) {
+        let d = tempfile::tempdir().expect("tempdir");
+        let mut b = bytes;
+        b.extend_from_slice(format!("\n{esc} 0a1b2c3d-known\n").as_bytes());
+        std::fs::write(d.path().join(seen::FILE_NAME), &b).expect("write");
+        let s = seen::Seen::open(d.path(), 1000);
+        prop_assert!(!s.is_new("0a1b2c3d-known", esc));
     }
 }
 
