@@ -403,6 +403,19 @@ fn topic_prefixes_that_are_wildcards_or_broker_topics_are_rejected() {
 }
 
 #[test]
+fn a_poll_interval_longer_than_an_hour_is_rejected() {
+    let d = dir_with_files();
+    for (v, want) in [
+        ("3600000", vec![]),
+        ("3600001", vec!["14: sensors.poll_interval_ms"]),
+        ("9223372036854775807", vec!["14: sensors.poll_interval_ms"]),
+    ] {
+        let src = EXAMPLE.replace("poll_interval_ms = 500", &format!("poll_interval_ms = {v}"));
+        assert_eq!(problems_of(&src, d.path()), want, "{v}");
+    }
+}
+
+#[test]
 fn port_zero_is_rejected() {
     let d = dir_with_files();
     let src = EXAMPLE.replace("port = 8883", "port = 0");

@@ -127,6 +127,16 @@ fn sensors(cfg: &Config, out: &mut Vec<Problem>) {
             sk("poll_interval_ms"),
             format!("{} is too short: at least 50", s.poll_interval_ms),
         ));
+    } else if s.poll_interval_ms > MAX_POLL_INTERVAL_MS {
+        // A sensor read this rarely is not watched; and the values past
+        // it overflowed (Home Assistant's expiry is three intervals).
+        out.push(Problem::new(
+            sk("poll_interval_ms"),
+            format!(
+                "{} is too long: at most {MAX_POLL_INTERVAL_MS} (one hour)",
+                s.poll_interval_ms
+            ),
+        ));
     }
     if s.fault_after < 1 {
         out.push(Problem::new(sk("fault_after"), "must be at least 1"));
@@ -242,6 +252,9 @@ fn sensor(i: usize, sc: &SensorConfig, before: &[SensorConfig], out: &mut Vec<Pr
         ));
     }
 }
+
+/// The longest `sensors.poll_interval_ms` accepted: one hour.
+pub const MAX_POLL_INTERVAL_MS: u64 = 3_600_000;
 
 /// True for a non-empty string usable as one topic level: ASCII letters,
 /// digits, `-` and `_`.
