@@ -29,7 +29,8 @@ use crate::mqtt::conn::Link;
 use crate::mqtt::oneshot::Connection;
 use crate::mqtt::payload::{self, Alert, Status};
 use crate::mqtt::topics::{self, Parsed};
-use crate::notifier::Settings;
+use crate::notifier::render;
+use crate::notifier::settings::Settings;
 use crate::sys::timefmt;
 
 /// Silence that ends the collection when no sentinel can be used.
@@ -175,17 +176,8 @@ pub fn render(r: &Report) -> String {
     }
     out.push_str(&format!("active alerts: {}\n", r.alerts.len()));
     for a in &r.alerts {
-        out.push_str(&format!(
-            "{} {:<8} {}/{} ({}) {}: {}\n",
-            a.ts,
-            a.level.as_str(),
-            a.gateway,
-            a.name,
-            a.sensor,
-            a.celsius
-                .map_or_else(|| "--".to_string(), |c| format!("{c:.2} C")),
-            a.message
-        ));
+        out.push_str(&render::alert_line(a, None));
+        out.push('\n');
     }
     if !r.complete {
         out.push_str("(the broker gave no end-of-list marker: retained messages still on their way may be missing)\n");
