@@ -1,8 +1,7 @@
 //! The notifier's decisions, pure: given the messages it receives, the ends
 //! of its hooks and the time (`now`, passed in), what to show, whom to
 //! notify, what to answer, and which alerts were already seen. No client,
-//! no clock, no task: [`crate::notifier::run`] carries out the
-//! [`Action`]s.
+//! no clock, no task: the shell (`run.rs`) carries out the [`Action`]s.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Instant, SystemTime};

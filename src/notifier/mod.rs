@@ -8,12 +8,14 @@
 //!
 //! - [`settings`]: every option once, for its flag and its file key.
 //! - [`core`]: the decisions, pure (what to show, to notify, to answer).
-//! - [`run`]: the I/O shell carrying them out; one shutdown.
+//! - [`run`]: the I/O shell carrying them out; one shutdown; [`answer`]:
+//!   the answers it publishes.
 //! - [`render`]: the alert and status lines (shared with [`status`]).
 //! - [`channels`] (desktop, --exec hooks), [`filter`], [`watch`] (the
 //!   watchers), [`seen`] (alert ids shown), [`status`] (the `status`
 //!   command).
 
+pub mod answer;
 pub mod channels;
 pub mod core;
 pub mod filter;

@@ -13,23 +13,22 @@
 use std::io::Write;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, BrokerSessionResumePolicy, PublishNoticeError, PublishOptions, QoS};
+use rumqttc::{AsyncClient, BrokerSessionResumePolicy, QoS};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::mqtt::conn::{self, Link};
-use crate::mqtt::payload::{self, Ack, Alert};
+use crate::mqtt::payload::Alert;
 use crate::mqtt::store::FileSessionStore;
-use crate::mqtt::CONTENT_TYPE_JSON;
+use crate::notifier::answer::Answerer;
 use crate::notifier::channels::{Channels, HookOutcome};
 use crate::notifier::core::{Action, Core, CoreConfig, Message, Now, Reply, SEEN_CAP};
 use crate::notifier::seen::Seen;
 use crate::notifier::settings::Settings;
 use crate::sys::backoff::Backoff;
 use crate::sys::shutdown::Shutdown;
-use crate::sys::timefmt;
 
 /// How long SIGTERM waits for running --exec hooks (and their answers)
 /// before their process groups are killed.
@@ -81,7 +80,7 @@ enum Deferred {
 struct Shell {
     core: Core,
     client: AsyncClient,
-    client_id: String,
+    answerer: Answerer,
     channels: Channels,
     tasks: Shutdown,
     /// Cancelled at the shutdown deadline: running hooks are killed.
@@ -165,8 +164,12 @@ pub async fn run_with(settings: Settings, channels: Channels) -> Result<(), Noti
     );
     let mut n = Shell {
         core,
+        answerer: Answerer {
+            client: client.clone(),
+            by: settings.endpoint.client_id.clone(),
+            tasks: tasks.clone(),
+        },
         client,
-        client_id: settings.endpoint.client_id.clone(),
         channels,
         tasks: tasks.clone(),
         hooks_stop: CancellationToken::new(),
@@ -217,7 +220,9 @@ pub async fn run_with(settings: Settings, channels: Channels) -> Result<(), Noti
         }
     }
     if result.is_ok() {
-        result = n.finish_hooks(&mut hook_rx, &mut link_rx).await;
+        result = n
+            .finish_hooks(&mut hook_rx, &mut link_rx, &mut sigterm)
+            .await;
     }
     // The answers out before the DISCONNECT.
     let deadline = Instant::now() + SHUTDOWN_GRACE;
@@ -242,11 +247,13 @@ pub async fn run_with(settings: Settings, channels: Channels) -> Result<(), Noti
 impl Shell {
     /// The last duty at shutdown: new messages are left to the broker (not
     /// shown, not acknowledged: it delivers them again), running hooks end
-    /// within [`SHUTDOWN_GRACE`] or are killed, and are answered.
+    /// within [`SHUTDOWN_GRACE`] (or a second signal) or are killed, and
+    /// are answered.
     async fn finish_hooks(
         &mut self,
         hook_rx: &mut mpsc::UnboundedReceiver<HookDone>,
         link_rx: &mut mpsc::Receiver<Link>,
+        sigterm: &mut tokio::signal::unix::Signal,
     ) -> Result<(), OutputError> {
         self.stopping = true;
         let running = self.core.hooks_running();
@@ -267,6 +274,15 @@ impl Shell {
                         "stopping: {} hook(s) still running after {SHUTDOWN_GRACE:?}: killing them",
                         self.core.hooks_running()
                     );
+                    self.hooks_stop.cancel();
+                }
+                _ = async {
+                    tokio::select! {
+                        _ = sigterm.recv() => {}
+                        _ = tokio::signal::ctrl_c() => {}
+                    }
+                }, if !self.hooks_stop.is_cancelled() => {
+                    log::warn!("stopping: a second signal: killing the running hook(s)");
                     self.hooks_stop.cancel();
                 }
                 link = link_rx.recv() => {
@@ -425,7 +441,12 @@ impl Shell {
                     alert_id,
                     reply,
                     status,
-                } => self.answer(&alert_id, reply, status).await,
+                } => {
+                    let confirmed = self.answerer.send(&alert_id, reply, status).await;
+                    if self.stopping {
+                        self.answers.extend(confirmed);
+                    }
+                }
                 Deferred::Ack(p) => {
                     if let Err(e) = self.client.ack(&p).await {
                         log::warn!("cannot acknowledge a message: {e}");
@@ -448,52 +469,5 @@ impl Shell {
             }
         }
         Ok(())
-    }
-
-    /// Publishes the answer to an alert on its ResponseTopic.
-    async fn answer(&mut self, alert_id: &str, reply: Reply, status: &'static str) {
-        let ack = Ack {
-            alert_id: alert_id.to_string(),
-            status: status.into(),
-            by: self.client_id.clone(),
-            ts: timefmt::now_rfc3339(),
-        };
-        let props = rumqttc::PublishProperties {
-            correlation_data: reply.correlation,
-            content_type: Some(CONTENT_TYPE_JSON.into()),
-            payload_format_indicator: Some(1),
-            ..Default::default()
-        };
-        let body = payload::encode(&ack);
-        let opts = PublishOptions::new(QoS::AtLeastOnce).properties(props.clone());
-        let response_topic = reply.topic;
-        match self
-            .client
-            .publish_tracked(response_topic.clone(), body.clone(), opts)
-            .await
-        {
-            Ok(notice) => {
-                let client = self.client.clone();
-                let id = alert_id.to_string();
-                let confirmed = self.tasks.spawn(async move {
-                    match notice.wait_async().await {
-                        Ok(_) => {}
-                        Err(PublishNoticeError::BrokerOnlySessionResume) => {
-                            // No local packet-id state for this resumed
-                            // session: answer at QoS 0 rather than not at all.
-                            let opts = PublishOptions::new(QoS::AtMostOnce).properties(props);
-                            if let Err(e) = client.publish(response_topic, body, opts).await {
-                                log::error!("cannot answer alert {id}: {e}");
-                            }
-                        }
-                        Err(e) => log::warn!("answer to alert {id} not confirmed: {e}"),
-                    }
-                });
-                if self.stopping {
-                    self.answers.push(confirmed);
-                }
-            }
-            Err(e) => log::error!("cannot answer alert {alert_id}: {e}"),
-        }
     }
 }
