@@ -34,6 +34,9 @@ use crate::sys::shutdown::Shutdown;
 /// before their process groups are killed.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
+/// What the last answers and the connection's end get past that deadline.
+const LAST_MOMENT: Duration = Duration::from_secs(2);
+
 /// Requests the MQTT client takes per turn of its loop.
 const MAX_REQUEST_BATCH: usize = 2 * BATCH;
 
@@ -219,24 +222,28 @@ pub async fn run_with(settings: Settings, channels: Channels) -> Result<(), Noti
             break;
         }
     }
+    let deadline = Instant::now() + SHUTDOWN_GRACE;
     if result.is_ok() {
         result = n
-            .finish_hooks(&mut hook_rx, &mut link_rx, &mut sigterm)
+            .finish_hooks(deadline, &mut hook_rx, &mut link_rx, &mut sigterm)
             .await;
     }
-    // The answers out before the DISCONNECT.
-    let deadline = Instant::now() + SHUTDOWN_GRACE;
+    // The answers out before the DISCONNECT (those of hooks killed at the
+    // deadline get a moment too).
+    let last = deadline.max(Instant::now() + LAST_MOMENT);
     for a in std::mem::take(&mut n.answers) {
-        let _ = tokio::time::timeout_at(deadline, a).await;
+        let _ = tokio::time::timeout_at(last, a).await;
     }
     let _ = n.client.disconnect().await;
     conn_stop.cancel();
     tasks.trigger();
     // Whatever else is still running (hooks of watch events, desktop
-    // notifications, the connection's end) gets its time, then is killed.
-    if tasks.wait(Duration::from_secs(2)).await > 0 {
+    // notifications, the connection's end) gets the rest of the time, then
+    // is killed.
+    let rest = last.saturating_duration_since(Instant::now());
+    if tasks.wait(rest.max(LAST_MOMENT)).await > 0 {
         n.hooks_stop.cancel();
-        let left = tasks.wait(Duration::from_secs(2)).await;
+        let left = tasks.wait(LAST_MOMENT).await;
         if left > 0 {
             log::debug!("{left} task(s) still running at exit");
         }
@@ -251,6 +258,7 @@ impl Shell {
     /// are answered.
     async fn finish_hooks(
         &mut self,
+        deadline: Instant,
         hook_rx: &mut mpsc::UnboundedReceiver<HookDone>,
         link_rx: &mut mpsc::Receiver<Link>,
         sigterm: &mut tokio::signal::unix::Signal,
@@ -261,7 +269,6 @@ impl Shell {
             return Ok(());
         }
         log::info!("stopping: waiting up to {SHUTDOWN_GRACE:?} for {running} running hook(s)");
-        let deadline = Instant::now() + SHUTDOWN_GRACE;
         while self.core.hooks_running() > 0 {
             tokio::select! {
                 done = hook_rx.recv() => {
