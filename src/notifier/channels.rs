@@ -267,7 +267,7 @@ fn spawn_notification(
                 return;
             }
             Ok(Err(e)) => e,
-            Err(_) => "no answer from the notification service in 5 s".into(),
+            Err(_) => DesktopError::NoAnswer,
         };
         if let Ok(mut retry_at) = st.retry_at.lock() {
             *retry_at = Some(Instant::now() + DESKTOP_RETRY);
@@ -282,8 +282,25 @@ fn spawn_notification(
     });
 }
 
+/// Why a desktop notification did not go out.
+#[derive(Debug, thiserror::Error)]
+enum DesktopError {
+    #[cfg(target_os = "linux")]
+    #[error(transparent)]
+    Service(#[from] notify_rust::error::Error),
+    #[error("no answer from the notification service in 5 s")]
+    NoAnswer,
+    #[cfg(not(target_os = "linux"))]
+    #[error("desktop notifications are only built on Linux")]
+    Unsupported,
+}
+
 #[cfg(target_os = "linux")]
-async fn show_notification(summary: String, body: String, critical: bool) -> Result<(), String> {
+async fn show_notification(
+    summary: String,
+    body: String,
+    critical: bool,
+) -> Result<(), DesktopError> {
     use notify_rust::{Notification, Timeout, Urgency};
     let mut n = Notification::new();
     n.appname("thermalert")
@@ -298,12 +315,17 @@ async fn show_notification(summary: String, body: String, critical: bool) -> Res
         // Stays until dismissed.
         n.timeout(Timeout::Never);
     }
-    n.show_async().await.map(|_| ()).map_err(|e| e.to_string())
+    n.show_async().await?;
+    Ok(())
 }
 
 #[cfg(not(target_os = "linux"))]
-async fn show_notification(_summary: String, _body: String, _critical: bool) -> Result<(), String> {
-    Err("desktop notifications are only built on Linux".into())
+async fn show_notification(
+    _summary: String,
+    _body: String,
+    _critical: bool,
+) -> Result<(), DesktopError> {
+    Err(DesktopError::Unsupported)
 }
 
 /// The resolved channels.

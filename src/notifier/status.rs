@@ -190,7 +190,11 @@ pub enum StatusError {
     #[error("cannot reach the broker within {0:?}")]
     Unreachable(Duration),
     #[error("cannot subscribe: {0}")]
-    Subscribe(String),
+    Subscribe(#[source] rumqttc::ClientError),
+    #[error("cannot subscribe: no SUBACK")]
+    NoSuback,
+    #[error("cannot subscribe: {0}")]
+    Refused(#[source] rumqttc::SubscribeNoticeError),
 }
 
 /// `thermalert-notifier status`; returns the exit code.
@@ -216,7 +220,7 @@ pub fn main(settings: Settings, timeout: Duration) -> i32 {
             log::error!("status: {e}");
             match e {
                 StatusError::Unreachable(_) => EXIT_UNREACHABLE,
-                StatusError::Subscribe(_) => 1,
+                StatusError::Subscribe(_) | StatusError::NoSuback | StatusError::Refused(_) => 1,
             }
         }
     }
@@ -263,7 +267,7 @@ async fn collect(
     let notice = client
         .subscribe_many_tracked(subs)
         .await
-        .map_err(|e| StatusError::Subscribe(e.to_string()))?;
+        .map_err(StatusError::Subscribe)?;
     // Messages may arrive while we wait for the SUBACK: keep them.
     let suback = {
         let mut wait = std::pin::pin!(notice.wait_async());
@@ -274,12 +278,12 @@ async fn collect(
                     c.on_message(prefix, &p, SystemTime::now());
                 },
                 () = tokio::time::sleep_until(deadline) => {
-                    return Err(StatusError::Subscribe("no SUBACK".into()))
+                    return Err(StatusError::NoSuback)
                 }
             }
         }
     };
-    let suback = suback.map_err(|e| StatusError::Subscribe(e.to_string()))?;
+    let suback = suback.map_err(StatusError::Refused)?;
     let sync_granted = suback
         .return_codes
         .get(2)
