@@ -117,6 +117,8 @@ enum Attempt {
     /// No presence pulse, or nothing answered the read slots.
     Absent,
     Crc,
+    /// The CRC holds but the bytes cannot be a reading (all zeros).
+    NotReady(crate::onewire::NotReady),
     Bus(String),
 }
 
@@ -136,6 +138,7 @@ fn fault(a: Attempt) -> ReadFault {
     match a {
         Attempt::Absent => ReadFault::Missing,
         Attempt::Crc => ReadFault::Crc,
+        Attempt::NotReady(n) => ReadFault::NotReady(n),
         Attempt::Bus(m) => ReadFault::Io(m),
     }
 }
@@ -261,6 +264,7 @@ where
                     Ok(_) => return Ok(sp),
                     Err(ScratchpadError::Crc) => Attempt::Crc,
                     Err(ScratchpadError::NoDevice) => Attempt::Absent,
+                    Err(ScratchpadError::NotReady(n)) => Attempt::NotReady(n),
                 },
                 Err(a) => a,
             };
@@ -474,6 +478,7 @@ where
             .into_iter()
             .zip(parasite)
             .map(|(s, parasite)| Found {
+                family: Some("DS18B20"),
                 resolution_bits: self.seen.get(&s.id).map(|r| r.bits()),
                 id: s.id,
                 celsius: s.read,
