@@ -427,11 +427,17 @@ impl Config {
     pub fn parse(src: &str, path: &Path) -> Result<Self, ConfigError> {
         let mut cfg: Config = toml::from_str(src).map_err(|e| {
             let (line, column) = e.span().map(|s| line_col(src, s.start)).unwrap_or((1, 1));
+            // A value of the wrong type (or an unknown key) names its key
+            // path, as the meaning errors do.
+            let message = match e.span().and_then(|s| key_path_at(src, s.start)) {
+                Some(key) => format!("key `{key}`: {}", e.message()),
+                None => e.message().to_string(),
+            };
             ConfigError::Syntax {
                 path: path.to_path_buf(),
                 line,
                 column,
-                message: e.message().to_string(),
+                message,
             }
         })?;
         let base = path
@@ -737,6 +743,72 @@ fn key_name(path: &[Seg]) -> String {
     out
 }
 
+/// The key path (`mqtt.keep_alive_secs`, `sensor[1].resolution`) of the
+/// key or value at byte `offset` of `src`, when one is there.
+fn key_path_at(src: &str, offset: usize) -> Option<String> {
+    use toml_edit::{Item, Table, Value};
+    fn join(path: &str, key: &str) -> String {
+        if path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{path}.{key}")
+        }
+    }
+    fn value(v: &Value, path: &str, offset: usize) -> Option<String> {
+        let inner = match v {
+            Value::Array(a) => a
+                .iter()
+                .enumerate()
+                .find_map(|(i, v)| value(v, &format!("{path}[{i}]"), offset)),
+            Value::InlineTable(t) => t.iter().find_map(|(k, v)| {
+                let p = join(path, k);
+                let on_key = t
+                    .key(k)
+                    .and_then(|k| k.span())
+                    .is_some_and(|s| s.contains(&offset));
+                if on_key {
+                    Some(p)
+                } else {
+                    value(v, &p, offset)
+                }
+            }),
+            _ => None,
+        };
+        inner.or_else(|| {
+            v.span()
+                .filter(|s| s.contains(&offset))
+                .map(|_| path.to_string())
+        })
+    }
+    fn item(it: &Item, path: &str, offset: usize) -> Option<String> {
+        match it {
+            Item::Value(v) => value(v, path, offset),
+            Item::Table(t) => table(t, path, offset),
+            Item::ArrayOfTables(a) => a
+                .iter()
+                .enumerate()
+                .find_map(|(i, t)| table(t, &format!("{path}[{i}]"), offset)),
+            Item::None => None,
+        }
+    }
+    fn table(t: &Table, path: &str, offset: usize) -> Option<String> {
+        t.iter().find_map(|(k, it)| {
+            let p = join(path, k);
+            let on_key = t
+                .key(k)
+                .and_then(|k| k.span())
+                .is_some_and(|s| s.contains(&offset));
+            if on_key {
+                Some(p)
+            } else {
+                item(it, &p, offset)
+            }
+        })
+    }
+    let doc = toml_edit::ImDocument::parse(src).ok()?;
+    table(doc.as_table(), "", offset).filter(|p| !p.is_empty())
+}
+
 fn line_col(src: &str, offset: usize) -> (usize, usize) {
     let before = &src[..offset.min(src.len())];
     let line = before.matches('\n').count() + 1;
@@ -843,6 +915,53 @@ steps = [[0.0, 20.0], [3.0, 35.0], [6.0, 45.0], [12.0, 20.0]]   # [seconds since
         let msg = e.to_string();
         assert!(msg.contains("warnign_above"), "{msg}");
         assert!(msg.contains("t.toml:22:"), "{msg}");
+    }
+
+    #[test]
+    fn type_errors_name_the_key_path_and_line() {
+        let d = dir_with_files();
+        let p = d.path().join("thermalertd.toml");
+        let src = EXAMPLE.replace("keep_alive_secs = 5", "keep_alive_secs = \"five\"");
+        assert_ne!(src, EXAMPLE);
+        let line = src
+            .lines()
+            .position(|l| l.starts_with("keep_alive_secs"))
+            .map(|i| i + 1)
+            .expect("line");
+        let msg = Config::parse(&src, &p).expect_err("a string").to_string();
+        assert!(
+            msg.starts_with(&format!(
+                "{}:{line}:19: key `mqtt.keep_alive_secs`: invalid type: string \"five\"",
+                p.display()
+            )),
+            "{msg}"
+        );
+        // In an array of tables, with its index.
+        let src = EXAMPLE.replace("critical_above = 40.0", "critical_above = \"hot\"");
+        let msg = Config::parse(&src, &p).expect_err("a string").to_string();
+        assert!(
+            msg.contains("key `sensor[0].critical_above`: invalid type"),
+            "{msg}"
+        );
+        // An unknown key is named with its table.
+        let src = EXAMPLE.replace("hysteresis = 0.5", "hysteresis = 0.5\nwarnign_above = 3.0");
+        let msg = Config::parse(&src, &p).expect_err("a typo").to_string();
+        assert!(
+            msg.contains("key `sensor[0].warnign_above`: unknown field"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn key_paths_are_found_for_values_keys_and_inline_values() {
+        let src = "a = 1\n[t]\nb = { c = [1, \"x\"] }\n[[s]]\nd = 2\n[[s]]\ne.f = 3\n";
+        let at = |needle: &str| key_path_at(src, src.find(needle).expect("needle"));
+        assert_eq!(at("1\n").as_deref(), Some("a"));
+        assert_eq!(at("\"x\"").as_deref(), Some("t.b.c[1]"));
+        assert_eq!(at("c =").as_deref(), Some("t.b.c"));
+        assert_eq!(at("2\n").as_deref(), Some("s[0].d"));
+        assert_eq!(at("3\n").as_deref(), Some("s[1].e.f"));
+        assert_eq!(key_path_at(src, src.len() + 10), None);
     }
 
     #[test]

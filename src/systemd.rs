@@ -413,6 +413,18 @@ mod tests {
     }
 
     #[test]
+    fn the_status_line_carries_the_sensor_backends_note() {
+        let i = info(true, None).with_note(Some(
+            "w1: converting per sensor (sensors.w1.bulk_read = false), about 2.4 s per sweep"
+                .into(),
+        ));
+        assert_eq!(
+            status_text(&i, &[]),
+            "connected to localhost:8883; 3 sensors; no alert yet; w1: converting per sensor (sensors.w1.bulk_read = false), about 2.4 s per sweep"
+        );
+    }
+
+    #[test]
     fn the_status_line_reads_well() {
         assert_eq!(
             status_text(&info(false, None), &[]),

@@ -469,6 +469,20 @@ fn unconfigured_sensors_are_read_so_the_next_trigger_can_be_confirmed() {
 }
 
 #[test]
+fn the_bulk_wait_covers_the_slowest_sensor_on_the_bus_configured_or_not() {
+    // trigger_bulk_read() sleeps for the slowest sensor with bulk read on
+    // the bus; here an unconfigured one.
+    let k = W1Kernel::start(Version::Current);
+    k.attach(A, 20.0).attach(B, 21.0);
+    k.set_conv_time(A, 100);
+    k.set_conv_time(B, 700);
+    let mut b = W1SysfsBackend::new(k.root(), true);
+    assert_eq!(b.sweep(&ids(&[A]))[0].read, Ok(20.0));
+    let t = b.timing().expect("timing");
+    assert!(t.expected >= Duration::from_millis(700), "{t:?}");
+}
+
+#[test]
 fn power_on_85000_is_reported_as_read() {
     // The backend reports what it read; the alert engine decides whether
     // 85.000 without a plausible history is a fault.

@@ -270,7 +270,19 @@ pub struct SweepTiming {
 /// costs its own conversion. Retries get room for one sensor's worth
 /// ([`RETRIES`] conversions of the slowest); the budget adds the margins.
 pub fn sweep_timing(sensors: &[(Duration, bool)]) -> SweepTiming {
-    let bulk_conv = sensors.iter().filter(|s| s.1).map(|s| s.0).max();
+    sweep_timing_on_bus(sensors, Duration::ZERO)
+}
+
+/// [`sweep_timing`] on a bus whose bulk conversion lasts at least
+/// `bus_slowest`: the kernel waits for the slowest sensor with bulk read on
+/// the bus, configured or not (`trigger_bulk_read()`).
+pub fn sweep_timing_on_bus(sensors: &[(Duration, bool)], bus_slowest: Duration) -> SweepTiming {
+    let bulk_conv = sensors
+        .iter()
+        .filter(|s| s.1)
+        .map(|s| s.0)
+        .max()
+        .map(|c| c.max(bus_slowest));
     let mut expected = bulk_conv.unwrap_or_default();
     for &(conv, bulk) in sensors {
         expected += READ_COST;
@@ -654,9 +666,17 @@ impl W1SysfsBackend {
 
     /// Starts the bulk conversions the planned sensors can use, waits for
     /// them, and marks the sensors whose master confirmed one.
-    fn convert(&self, plan: &mut [Planned], masters: &[Master]) -> (Conversion, Vec<usize>) {
+    fn convert(
+        &mut self,
+        plan: &mut [Planned],
+        masters: &[Master],
+    ) -> (Conversion, Vec<usize>, Duration) {
         if !self.bulk_read {
-            return (Conversion::PerSensor(PerSensorReason::Disabled), Vec::new());
+            return (
+                Conversion::PerSensor(PerSensorReason::Disabled),
+                Vec::new(),
+                Duration::ZERO,
+            );
         }
         let wanted: BTreeSet<usize> = plan
             .iter()
@@ -669,7 +689,7 @@ impl W1SysfsBackend {
             } else {
                 PerSensorReason::NoBulkFamily
             };
-            return (Conversion::PerSensor(reason), Vec::new());
+            return (Conversion::PerSensor(reason), Vec::new(), Duration::ZERO);
         }
         let started = Instant::now();
         let mut confirmed = Vec::new();
@@ -690,20 +710,30 @@ impl W1SysfsBackend {
             p.bulk = p.family.is_some_and(|f| f.bulk_read)
                 && p.master.is_some_and(|m| confirmed.contains(&m));
         }
+        // The kernel waits for the slowest sensor with bulk read on each
+        // bus, configured or not.
+        let mut slowest = plan
+            .iter()
+            .filter(|p| p.bulk)
+            .map(|p| p.conv)
+            .max()
+            .unwrap_or_default();
+        for &m in &confirmed {
+            for s in &masters[m].slaves {
+                let family = ThermFamily::of_id(s);
+                if family.is_some_and(|f| f.bulk_read) && !plan.iter().any(|p| &p.id == s) {
+                    slowest = slowest.max(self.conversion_time(s, family));
+                }
+            }
+        }
         if !files.is_empty() {
-            let slowest = plan
-                .iter()
-                .filter(|p| p.bulk)
-                .map(|p| p.conv)
-                .max()
-                .unwrap_or(DEFAULT_CONVERSION);
             Self::wait_conversion(&files, started + slowest + BULK_MARGIN);
         }
         let conversion = match failure {
             None => Conversion::Bulk,
             Some(r) => Conversion::PerSensor(r),
         };
-        (conversion, confirmed)
+        (conversion, confirmed, slowest)
     }
 
     /// Waits, bounded, until no `therm_bulk_read` says `-1`.
@@ -824,8 +854,11 @@ impl Backend for W1SysfsBackend {
         self.apply_resolutions(ids);
         let masters = self.masters();
         let mut plan = self.plan(ids, &masters);
-        let (conversion, confirmed) = self.convert(&mut plan, &masters);
-        let timing = sweep_timing(&plan.iter().map(|p| (p.conv, p.bulk)).collect::<Vec<_>>());
+        let (conversion, confirmed, bus_slowest) = self.convert(&mut plan, &masters);
+        let timing = sweep_timing_on_bus(
+            &plan.iter().map(|p| (p.conv, p.bulk)).collect::<Vec<_>>(),
+            bus_slowest,
+        );
         self.report(&conversion, &plan, timing);
         let deadline = start + timing.deadline;
         if let Some(hook) = &self.hook {
@@ -959,6 +992,97 @@ mod tests {
     }
 
     #[test]
+    fn w1_slave_gives_its_scratchpad_bytes() {
+        let w = parse_w1_slave_scratchpad(GOOD).expect("good");
+        assert_eq!(
+            w.scratchpad,
+            [0x72, 0x01, 0x4b, 0x46, 0x7f, 0xff, 0x0e, 0x10, 0x57]
+        );
+        assert_eq!(w.millis, 23125);
+        // What a half-connected sensor gives: a good CRC over zeros.
+        let zeros = "00 00 00 00 00 00 00 00 00 : crc=00 YES\n00 00 00 00 00 00 00 00 00 t=0\n";
+        let w = parse_w1_slave_scratchpad(zeros).expect("parses");
+        assert_eq!((w.scratchpad, w.millis), ([0; 9], 0));
+        assert_eq!(
+            check_scratchpad(0x28, &w.scratchpad),
+            Err(crate::onewire::NotReady::AllZero)
+        );
+        // Eight bytes, a byte that is not hex, a YES over a bad CRC.
+        for bad in [
+            GOOD.replacen("72 ", "", 1),
+            GOOD.replacen("72", "7g", 1),
+            GOOD.replacen("4b", "4", 1),
+        ] {
+            assert!(
+                matches!(
+                    parse_w1_slave_scratchpad(&bad),
+                    Err(ParseError::Malformed(_))
+                ),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            parse_w1_slave_scratchpad(&GOOD.replacen("72 01", "73 01", 1)),
+            Err(ParseError::CrcNo)
+        );
+        assert_eq!(
+            parse_w1_slave_scratchpad(&GOOD.replace("YES", "NO")),
+            Err(ParseError::CrcNo)
+        );
+        assert_eq!(parse_w1_slave_scratchpad(""), Err(ParseError::Empty));
+    }
+
+    #[test]
+    fn the_trigger_is_the_eight_bytes_the_kernel_acts_on() {
+        // therm_bulk_read_store(): size == sizeof("trigger"), NUL counted.
+        assert_eq!(BULK_TRIGGER.len(), "trigger".len() + 1);
+        assert!(BULK_TRIGGER.starts_with(b"trigger"));
+    }
+
+    #[test]
+    fn twenty_sensors_at_12_bits_fit_their_budget_in_either_mode() {
+        let conv = DEFAULT_CONVERSION;
+        // What a real bus costs per read through w1-gpio (~12 ms) and per
+        // conversion (the kernel sleeps conv_time), generously.
+        let wire = Duration::from_millis(15);
+        for n in 1..=20u32 {
+            let bulk = sweep_timing(&vec![(conv, true); n as usize]);
+            let real_bulk = conv + wire * n;
+            assert!(bulk.expected >= real_bulk, "{n}: {bulk:?}");
+            assert!(bulk.budget > bulk.deadline && bulk.deadline > bulk.expected);
+            // About one conversion, not one per sensor.
+            assert!(
+                bulk.expected < conv + READ_COST * n + conv / 2,
+                "{n}: {bulk:?}"
+            );
+
+            let per = sweep_timing(&vec![(conv, false); n as usize]);
+            let real_per = (conv + wire) * n;
+            assert!(per.expected >= real_per, "{n}: {per:?}");
+            // Room for a retry of one sensor that failed (a conversion each).
+            assert!(
+                per.deadline >= per.expected + (conv + wire) * RETRIES,
+                "{n}: {per:?}"
+            );
+        }
+        let per20 = sweep_timing(&vec![(conv, false); 20]);
+        assert!(per20.budget >= Duration::from_millis(20 * 765), "{per20:?}");
+        // A DS28EA00 among bulk sensors adds its own conversion.
+        let mixed = sweep_timing(&[(conv, true), (conv, true), (conv, false)]);
+        assert!(mixed.expected >= conv * 2, "{mixed:?}");
+        assert_eq!(sweep_timing(&[]).expected, Duration::ZERO);
+    }
+
+    #[test]
+    fn the_kernels_conversion_times_by_resolution() {
+        assert_eq!(kernel_conversion_time(Some(9)), Duration::from_millis(95));
+        assert_eq!(kernel_conversion_time(Some(10)), Duration::from_millis(190));
+        assert_eq!(kernel_conversion_time(Some(11)), Duration::from_millis(375));
+        assert_eq!(kernel_conversion_time(Some(12)), DEFAULT_CONVERSION);
+        assert_eq!(kernel_conversion_time(None), DEFAULT_CONVERSION);
+    }
+
+    #[test]
     fn temperature_file_parses_millidegrees() {
         assert_eq!(parse_temperature("23125\n"), Ok(23125));
         assert_eq!(parse_temperature("-18062\n"), Ok(-18062));
@@ -994,6 +1118,7 @@ mod tests {
         #[test]
         fn parsers_never_panic(s in "\\PC*") {
             let _ = parse_w1_slave(&s);
+            let _ = parse_w1_slave_scratchpad(&s);
             let _ = parse_temperature(&s);
             let _ = parse_bulk_state(&s);
         }

@@ -242,6 +242,11 @@ struct Bus {
 }
 
 struct Shared {
+    /// Held from before a writer can finish its write until `store()` is
+    /// done: a sysfs write returns only after its store, a FIFO write as
+    /// soon as its bytes are in the pipe, so every show waits here first
+    /// (the writer's next read then sees what its write did).
+    store_gate: Mutex<()>,
     bus: Mutex<Bus>,
     /// `dev_master->bus_mutex`.
     bus_mutex: Mutex<()>,
@@ -926,6 +931,7 @@ impl RoFile {
                 if ino.turn().is_none() {
                     return;
                 }
+                drop(lock(&shared.store_gate));
                 let text = shared.show(&target);
                 // A reader that went away meanwhile: EPIPE, ignored.
                 let _ = f.write_all(text.as_bytes());
@@ -981,6 +987,7 @@ impl RwFile {
             return;
         }
         // A writer waiting: its bytes, up to its close, go to the store.
+        let _gate = lock(&shared.store_gate);
         let Ok(mut f) = open_nonblock(inode, false) else {
             return;
         };
@@ -1037,6 +1044,7 @@ impl W1Kernel {
         )
         .expect("symlink master");
         let shared = Arc::new(Shared {
+            store_gate: Mutex::new(()),
             bus: Mutex::new(Bus {
                 version,
                 slaves: BTreeMap::new(),
