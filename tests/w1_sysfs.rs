@@ -383,7 +383,8 @@ fn every_w1_therm_family_is_discovered_scanned_and_read() {
     let found = b.discover().expect("discover");
     assert_eq!(found, ids(&[s20, s22, A, s3b, s42]));
     let scan = b.scan().expect("scan");
-    let got: Vec<(&str, Option<&str>, Result<f64, ReadFault>, Option<u8>)> = scan
+    type Row<'a> = (&'a str, Option<&'a str>, Result<f64, ReadFault>, Option<u8>);
+    let got: Vec<Row> = scan
         .iter()
         .map(|f| {
             (
