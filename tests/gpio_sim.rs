@@ -6,7 +6,7 @@ use std::convert::Infallible;
 
 use embedded_hal::digital::v2::{InputPin, OutputPin};
 use one_wire_bus::{Address, OneWire};
-use thermalert::alert::ReadFault;
+use thermalert::core::alert::ReadFault;
 use thermalert::onewire::sim::{DeviceSpec, Drive, SimBus, SimDelay, SimPin};
 use thermalert::onewire::{cmd, decode_scratchpad, Resolution, Rom};
 use thermalert::sensor::gpio::{ConvertMode, GpioBackend, IoPinOps, OpenDrain};
@@ -458,5 +458,7 @@ fn sweep_of_an_invalid_id_is_an_io_fault_not_a_panic() {
     let bus = bus_with(&[(SERIALS[0], 1.0)]);
     let mut b = backend(&bus);
     let s = b.sweep(&["not-an-id".to_string()]);
-    assert!(matches!(&s[0].read, Err(ReadFault::Io(m)) if m.contains("not-an-id")));
+    assert!(
+        matches!(&s[0].read, Err(e @ ReadFault::BadId { id, .. }) if id == "not-an-id" && e.to_string().contains("not-an-id"))
+    );
 }

@@ -37,9 +37,8 @@ use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::{Backend, BackendError, DeadlineHook, Found, Sample};
-use crate::alert::ReadFault;
-use crate::config::Config;
+use super::{Backend, BackendError, DeadlineHook, Found, ReadFault, Sample};
+use crate::config::{SensorConfig, W1Config};
 use crate::onewire::{check_scratchpad, crc8, family_code_of_id, ThermFamily};
 
 /// Failed reads of one sensor are retried this many times within a sweep,
@@ -320,8 +319,8 @@ struct Planned {
     bulk: bool,
 }
 
-fn io_fault(path: &Path, e: &std::io::Error) -> ReadFault {
-    ReadFault::Io(format!("{}: {e}", path.display()))
+fn io_fault(path: &Path, e: std::io::Error) -> ReadFault {
+    ReadFault::io(path, e)
 }
 
 /// Writes an existing attribute (never creates one: sysfs cannot).
@@ -380,10 +379,9 @@ impl W1SysfsBackend {
     }
 
     /// From the config; fails when the root is missing or unreadable.
-    pub fn from_config(cfg: &Config) -> Result<Self, BackendError> {
-        let w1 = &cfg.sensors.w1;
+    pub fn from_config(w1: &W1Config, sensors: &[SensorConfig]) -> Result<Self, BackendError> {
         let mut b = Self::new(&w1.root, w1.bulk_read);
-        for s in &cfg.sensor {
+        for s in sensors {
             if let Some(bits) = s.resolution {
                 b.want_resolution(&s.id, bits);
             }
@@ -409,29 +407,26 @@ impl W1SysfsBackend {
     }
 
     fn check_root(&self) -> Result<(), BackendError> {
+        let root = self.root.clone();
         match std::fs::read_dir(&self.root) {
             Ok(_) => Ok(()),
-            Err(e) if e.kind() == ErrorKind::NotFound => Err(BackendError::Unavailable(format!(
-                "w1 bus not found at {}: is dtoverlay=w1-gpio in /boot/firmware/config.txt and the w1-gpio/w1_therm modules loaded?",
-                self.root.display()
-            ))),
-            Err(e) if e.kind() == ErrorKind::PermissionDenied => {
-                Err(BackendError::Unavailable(format!(
-                    "permission denied reading {}: run thermalertd as a user who can read the w1 sysfs tree",
-                    self.root.display()
-                )))
+            Err(source) if source.kind() == ErrorKind::NotFound => {
+                Err(BackendError::W1BusMissing { root, source })
             }
-            Err(e) => Err(BackendError::Unavailable(format!(
-                "cannot read {}: {e}",
-                self.root.display()
-            ))),
+            Err(source) if source.kind() == ErrorKind::PermissionDenied => {
+                Err(BackendError::W1Denied { root, source })
+            }
+            Err(source) => Err(BackendError::Io { path: root, source }),
         }
     }
 
     fn device_dir(&self, id: &str) -> Result<PathBuf, ReadFault> {
         // An id is a single path component: no '/', no '..'.
         if id.is_empty() || id.contains(['/', '\0']) || id == "." || id == ".." {
-            return Err(ReadFault::Io(format!("{id:?} is not a w1 device name")));
+            return Err(ReadFault::BadId {
+                id: id.to_string(),
+                expected: "a w1 device name",
+            });
         }
         let dir = self.root.join(id);
         if dir.is_dir() {
@@ -449,7 +444,7 @@ impl W1SysfsBackend {
         match std::fs::read_to_string(&path) {
             Ok(s) => Ok((path, s)),
             Err(_) if !dir.is_dir() => Err(ReadFault::Missing),
-            Err(e) => Err(io_fault(&path, &e)),
+            Err(e) => Err(io_fault(&path, e)),
         }
     }
 
@@ -473,7 +468,7 @@ impl W1SysfsBackend {
                 Ok(millis_to_celsius(w.millis))
             }
             Err(ParseError::CrcNo) => Err(ReadFault::Crc),
-            Err(e) => Err(ReadFault::Io(format!("{}: {e}", path.display()))),
+            Err(e) => Err(ReadFault::io(path, e)),
         }
     }
 
@@ -835,8 +830,9 @@ impl W1SysfsBackend {
     /// The w1_therm devices under the root, sorted.
     fn list_devices(&self) -> Result<Vec<String>, BackendError> {
         self.check_root()?;
-        let rd = std::fs::read_dir(&self.root).map_err(|e| {
-            BackendError::Unavailable(format!("cannot read {}: {e}", self.root.display()))
+        let rd = std::fs::read_dir(&self.root).map_err(|source| BackendError::Io {
+            path: self.root.clone(),
+            source,
         })?;
         let mut ids: Vec<String> = rd
             .flatten()
@@ -877,8 +873,8 @@ impl Backend for W1SysfsBackend {
         samples
     }
 
-    fn reconfigure(&mut self, cfg: &Config) {
-        for s in &cfg.sensor {
+    fn reconfigure(&mut self, sensors: &[SensorConfig]) {
+        for s in sensors {
             if let Some(bits) = s.resolution {
                 if self.wanted.get(&s.id) != Some(&bits) {
                     self.want_resolution(&s.id, bits);

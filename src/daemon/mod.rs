@@ -1,6 +1,11 @@
 //! `thermalertd`: CLI -> logging -> config -> sensor thread + MQTT link ->
 //! alerts -> clean shutdown.
 
+pub mod alarm;
+pub mod drill;
+pub mod homeassistant;
+pub mod reload;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,18 +21,18 @@ use rumqttc::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::alert::{self, AlertLevel, Level, SensorAlarm};
-use crate::backoff::Backoff;
 use crate::config::{self, Config};
-use crate::escalation::Escalator;
+use crate::core::alert::{self, AlertLevel, Level, SensorAlarm};
+use crate::core::escalation::Escalator;
 use crate::mqtt::conn::{self, Endpoint, Link};
 use crate::mqtt::payload::{self, Ack, Alert, Reading, Status};
 use crate::mqtt::topics::Topics;
 use crate::mqtt::{tls, CONTENT_TYPE_JSON};
 use crate::outbox::{Item, Outbox};
 use crate::sensor::{self, Sample};
-use crate::systemd::{Heartbeat, Notify, StatusInfo};
-use crate::timefmt;
+use crate::sys::backoff::Backoff;
+use crate::sys::systemd::{Heartbeat, Notify, StatusInfo};
+use crate::sys::timefmt;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -65,12 +70,15 @@ pub enum Command {
 
 /// The daemon's entry point; returns the process exit code.
 pub fn main() -> i32 {
-    crate::logging::init();
+    crate::sys::logging::init();
     let cli = Cli::parse();
     let cfg = match Config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {
-            log::error!("invalid configuration: {e}");
+            // Several problems: one line each.
+            for line in e.to_string().lines() {
+                log::error!("invalid configuration: {line}");
+            }
             return crate::EXIT_CONFIG;
         }
     };
@@ -78,7 +86,7 @@ pub fn main() -> i32 {
         Command::CheckConfig => check_config(&cfg, &cli.config),
         Command::Scan => scan(&cfg),
         Command::Drill { timeout, expect } => {
-            crate::drill::main(&cfg, &cli.config, Duration::from_secs(timeout), expect)
+            crate::daemon::drill::main(&cfg, &cli.config, Duration::from_secs(timeout), expect)
         }
         Command::Run => {
             let endpoint = match endpoint(&cfg) {
@@ -92,7 +100,7 @@ pub fn main() -> i32 {
             // pool, so the MQTT link does not wait for it (BENCHMARKS.md);
             // only the log's occasional compaction (every few dozen
             // alerts) still syncs here.
-            let Some(rt) = crate::oneshot::runtime() else {
+            let Some(rt) = crate::mqtt::oneshot::runtime() else {
                 return 1;
             };
             match rt.block_on(run(cfg, endpoint, &cli.config)) {
@@ -124,7 +132,7 @@ fn check_config(cfg: &Config, path: &std::path::Path) -> i32 {
 }
 
 fn scan(cfg: &Config) -> i32 {
-    let mut backend = match sensor::open(cfg) {
+    let mut backend = match sensor::open(&cfg.sensors, &cfg.sensor) {
         Ok(b) => b,
         Err(e) => {
             eprintln!("scan failed: {e}");
@@ -234,12 +242,12 @@ struct Daemon {
     /// Whether the wall clock was synchronised at the last sweep.
     clock_synced: Option<bool>,
     /// The local alarm output, on while a CRITICAL is unacknowledged.
-    alarm: Option<crate::alarm::Alarm>,
+    alarm: Option<crate::daemon::alarm::Alarm>,
     done_tx: mpsc::UnboundedSender<(u64, Result<PublishResult, PublishNoticeError>)>,
     /// Outbox syncs report here (sequence number covered, result).
     sync_tx: mpsc::UnboundedSender<(u64, Result<(), crate::outbox::OutboxError>)>,
     /// Home Assistant discovery, when enabled.
-    ha: Option<crate::homeassistant::Discoverer>,
+    ha: Option<crate::daemon::homeassistant::Discoverer>,
 }
 
 fn status_payload(cfg: &Config, state: &str, reason: Option<&str>) -> Vec<u8> {
@@ -249,7 +257,7 @@ fn status_payload(cfg: &Config, state: &str, reason: Option<&str>) -> Vec<u8> {
         reason: reason.map(Into::into),
         gateway: Some(cfg.gateway_id.clone()),
         // Only a status with a time says whether to trust it (not the Will).
-        clock_synced: ts.is_none() || crate::clock::synced_now(),
+        clock_synced: ts.is_none() || crate::sys::clock::synced_now(),
         ts,
         version: Some(env!("CARGO_PKG_VERSION").into()),
         sensors: (state == "online").then_some(cfg.sensor.len()),
@@ -304,7 +312,7 @@ pub async fn run(cfg: Config, endpoint: Endpoint, config_path: &Path) -> anyhow:
         Some(mqtt_beat.clone()),
     ));
 
-    let mut backend = sensor::Reopening::open(&cfg);
+    let mut backend = sensor::Reopening::open(&cfg.sensors, &cfg.sensor);
     let cfg = adopt_unconfigured(cfg, &mut backend);
     let (sweep_tx, mut sweep_rx) = mpsc::channel::<Sweep>(4);
     let sensors_stop = Arc::new(AtomicBool::new(false));
@@ -339,11 +347,13 @@ pub async fn run(cfg: Config, endpoint: Endpoint, config_path: &Path) -> anyhow:
         critical: HashMap::new(),
         hold_until: None,
         clock_synced: None,
-        alarm: crate::alarm::from_config(&cfg),
+        alarm: crate::daemon::alarm::from_config(&cfg),
         done_tx,
         sync_tx,
         ha: cfg.homeassistant.enabled.then(|| {
-            crate::homeassistant::Discoverer::new(crate::homeassistant::Discovery::new(&cfg))
+            crate::daemon::homeassistant::Discoverer::new(
+                crate::daemon::homeassistant::Discovery::new(&cfg),
+            )
         }),
         cfg,
     };
@@ -357,7 +367,7 @@ pub async fn run(cfg: Config, endpoint: Endpoint, config_path: &Path) -> anyhow:
     );
 
     let (cert_tx, mut cert_rx) = mpsc::unbounded_channel();
-    let cert_watch = tokio::spawn(crate::certwatch::watch_daily(
+    let cert_watch = tokio::spawn(crate::sys::certwatch::watch_daily(
         d.certificate_files(),
         move |list| {
             let _ = cert_tx.send(list);
@@ -387,7 +397,7 @@ pub async fn run(cfg: Config, endpoint: Endpoint, config_path: &Path) -> anyhow:
             Some((upto, res)) = sync_rx.recv() => d.on_synced(upto, res),
             _ = housekeeping.tick() => d.expire_awaiting(),
             Some(list) = cert_rx.recv() => d.on_expiring_certificates(list),
-            _ = crate::systemd::tick(&mut watchdog) => {
+            _ = crate::sys::systemd::tick(&mut watchdog) => {
                 notify.watchdog(Instant::now(), &[&sensor_beat, &mqtt_beat]);
             }
         }
@@ -468,7 +478,7 @@ fn spawn_sensor_thread(
             beat.due_by(next + backend.sweep_budget(ids.len()));
             while !stop.load(Ordering::Relaxed) {
                 while let Ok(c) = reload.try_recv() {
-                    backend.reconfigure(&c);
+                    backend.reconfigure(&c.sensor);
                     ids = c.sensor.iter().map(|s| s.id.clone()).collect();
                     interval = Duration::from_millis(c.sensors.poll_interval_ms);
                 }
@@ -493,25 +503,17 @@ fn spawn_sensor_thread(
 impl Daemon {
     /// The certificates whose expiry is watched.
     fn certificate_files(&self) -> Vec<(&'static str, PathBuf)> {
-        let mut files = vec![("CA", self.cfg.mqtt.ca_file.clone())];
-        files.extend(
-            self.cfg
-                .mqtt
-                .client_cert
-                .clone()
-                .map(|c| ("client certificate", c)),
-        );
-        files
+        self.cfg.mqtt.certificate_files()
     }
 
     /// A certificate expires soon: a FAULT alert per certificate.
-    fn on_expiring_certificates(&mut self, list: Vec<crate::certwatch::Expiring>) {
+    fn on_expiring_certificates(&mut self, list: Vec<crate::sys::certwatch::Expiring>) {
         for e in &list {
-            let alert = crate::certwatch::alert(&self.cfg.gateway_id, e);
+            let alert = crate::sys::certwatch::alert(&self.cfg.gateway_id, e);
             self.outbox.push(Item::Alert {
                 alert: alert.clone(),
             });
-            crate::logging::alert(&alert);
+            crate::sys::logging::alert(&alert);
         }
         self.pump();
     }
@@ -519,7 +521,7 @@ impl Daemon {
     async fn on_sweep(&mut self, sweep: Sweep) {
         self.sensor_note = sweep.note;
         let ts = timefmt::now_rfc3339();
-        let clock_synced = crate::clock::synced_now();
+        let clock_synced = crate::sys::clock::synced_now();
         if self.clock_synced != Some(clock_synced) {
             if !clock_synced {
                 log::warn!("the clock is not synchronised: alerts and status say \"clock_synced\": false until it is");
@@ -591,7 +593,7 @@ impl Daemon {
                 self.outbox.push(Item::Alert {
                     alert: alert.clone(),
                 });
-                crate::logging::alert(&alert);
+                crate::sys::logging::alert(&alert);
                 if let Some(a) = &mut self.alarm {
                     a.raised(&alert);
                 }
@@ -632,7 +634,7 @@ impl Daemon {
                 return;
             }
         };
-        let a = crate::reload::apply(&self.cfg, std::mem::take(&mut self.alarms), new);
+        let a = crate::daemon::reload::apply(&self.cfg, std::mem::take(&mut self.alarms), new);
         for key in &a.restart_needed {
             log::warn!("reload: {key} changed; it needs a restart to take effect");
         }
@@ -663,9 +665,11 @@ impl Daemon {
             self.ha = None;
             return;
         }
-        let ha = self.ha.insert(crate::homeassistant::Discoverer::new(
-            crate::homeassistant::Discovery::new(&self.cfg),
-        ));
+        let ha = self
+            .ha
+            .insert(crate::daemon::homeassistant::Discoverer::new(
+                crate::daemon::homeassistant::Discovery::new(&self.cfg),
+            ));
         if self.connected {
             ha.connected(&self.client, false).await;
         }
@@ -899,7 +903,7 @@ impl Daemon {
             a.answered(&String::from_utf8_lossy(&corr));
         }
         let Some(w) = self.awaiting.get_mut(&corr) else {
-            if crate::drill::is_drill_id(&corr) {
+            if crate::daemon::drill::is_drill_id(&corr) {
                 log::info!("a notifier answered a fire drill (thermalertd drill)");
                 return;
             }
