@@ -29,6 +29,7 @@
 #      shutdown, not the Will)
 #  10. `apt purge` removes the binaries, the unit, the configuration, the
 #      state, the enablement
+#  11. a first install where mqtt.pass exists enables and starts the service
 #
 # The root filesystem is made once by mmdebstrap from this machine's apt
 # sources and cached in /var/cache/thermalert-systemd-test/ (keyed by suite,
@@ -203,6 +204,9 @@ addu gateway gw1 /etc/thermalert/mqtt.pass
 addu notifier operator /root/operator.pass
 addu notifier spy /root/spy.pass
 c systemctl reload mosquitto
+# The configuration the package ships is valid once the password is there.
+c thermalertd --config /etc/thermalert/thermalertd.toml check-config >/dev/null ||
+    fail "the shipped /etc/thermalert/thermalertd.toml fails check-config"
 # The operator's notifier, from the package; it answers every alert.
 c systemd-run --quiet --unit=test-notifier -p StandardOutput=append:/var/tmp/notifier.out \
     /usr/bin/thermalert-notifier --host localhost --port 8883 --ca-file /etc/thermalert/ca.crt \
@@ -302,14 +306,17 @@ sec=$(c systemd-analyze security --no-pager thermalertd 2>&1 | grep 'Overall exp
 exposure=$(sed -n 's/.*: \([0-9.]*\) .*/\1/p' <<<"$sec")
 awk -v e="$exposure" 'BEGIN { exit !(e <= 2.0) }' || fail "exposure $exposure above 2.0"
 # Hardening that breaks something shows as a warning or an error of the
-# daemon's (a blocked call, a path it may not write): there is none.
-warnings=$(c journalctl -u thermalertd -p warning --no-pager -o cat SYSLOG_IDENTIFIER=thermalertd)
+# daemon's (a blocked call, a path it may not write), not an alert: there
+# is none.
+warnings=$(c journalctl -u thermalertd -p warning --no-pager -o json --output-fields=MESSAGE,ALERT_ID \
+    SYSLOG_IDENTIFIER=thermalertd | grep -v '"ALERT_ID"' || true)
 [[ -z $warnings ]] || fail "the daemon warned under the unit's hardening: $warnings"
 # And systemd has nothing to say about the unit but the GPIO nodes this
 # machine lacks (DeviceAllow= for the Pi 3/4 and the Pi 5).
 pid1_warnings=$(c journalctl -u thermalertd -p warning --no-pager -o cat _PID=1 | grep -v "^Couldn't stat device /dev/gpiomem" || true)
 [[ -z $pid1_warnings ]] || fail "systemd warned about the unit: $pid1_warnings"
-ok "DynamicUser thermalertd (uid $uid, gpio), no capabilities, seccomp, outbox in /var/lib/private/thermalert; systemd-analyze security: exposure $exposure"
+absent=$(c journalctl -u thermalertd -p warning --no-pager -o cat _PID=1 | grep -c "^Couldn't stat device /dev/gpiomem" || true)
+ok "DynamicUser thermalertd (uid $uid, gpio), no capabilities, seccomp, outbox in /var/lib/private/thermalert; systemd-analyze security: exposure $exposure; systemd's warnings: $absent absent GPIO node(s)"
 
 # ---------------------------------------------------------------- 5. reload
 restarts=$(prop thermalertd NRestarts)
@@ -416,6 +423,20 @@ done
 [[ $(prop thermalertd LoadState) == not-found ]] || fail "systemd still knows thermalertd: $(prop thermalertd LoadState)"
 c dpkg-query -W -f='${Status}' thermalert 2>/dev/null | grep -q 'ok installed' && fail "dpkg still lists thermalert"
 ok "apt purge: binaries, unit, rule, /etc/thermalert, state and enablement removed"
+
+# ---------------------------------------------------------------- 11. install with credentials
+# A first install where mqtt.pass is already there (and the shipped
+# configuration, w1-sysfs: no bus here, the sensors are FAULTs) enables and
+# starts the service by itself.
+c install -d -m 0755 /etc/thermalert
+c install -m 0600 /root/operator.pass /etc/thermalert/mqtt.pass
+c apt-get install -y -q "/mnt/debs/$(basename "$deb1")" >"$work/apt-install2.log" 2>&1 ||
+    { cat "$work/apt-install2.log" >&2; fail "apt-get install $(basename "$deb1") with mqtt.pass present"; }
+grep -q 'enabling and starting thermalertd' "$work/apt-install2.log" || fail "postinst did not enable the service"
+[[ $(c systemctl is-enabled thermalertd) == enabled && $(prop thermalertd ActiveState) == active ]] ||
+    fail "not enabled and active after an install with credentials"
+c apt-get purge -y -q thermalert >/dev/null 2>&1 || fail "second purge"
+ok "a first install with mqtt.pass present: enabled and started by the postinst"
 
 c systemctl stop test-notifier test-spy
 say "OK: all checks passed in $((SECONDS - t0)) s"
