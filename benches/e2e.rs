@@ -922,11 +922,11 @@ fn notifier_flood(dir: &Path, t: &mut Table) -> Value {
                 gateway: "gw1".into(),
                 sensor: "28-000000000001".into(),
                 name: "flood".into(),
-                level: thermalert::alert::AlertLevel::Warning,
+                level: thermalert::core::alert::AlertLevel::Warning,
                 celsius: Some(35.0),
                 threshold: Some(30.0),
-                previous: Some(thermalert::alert::Level::Normal),
-                ts: thermalert::timefmt::now_rfc3339(),
+                previous: Some(thermalert::core::alert::Level::Normal),
+                ts: thermalert::sys::timefmt::now_rfc3339(),
                 message: "flood is WARNING at 35.00 C (above 30.00 C)".into(),
                 escalation: 0,
                 clock_synced: true,
@@ -1092,7 +1092,10 @@ fn main() {
     let mut t = Table { rows: Vec::new() };
     let mut results = serde_json::Map::new();
     results.insert("machine_at_start".into(), machine());
-    results.insert("date".into(), json!(thermalert::timefmt::now_rfc3339()));
+    results.insert(
+        "date".into(),
+        json!(thermalert::sys::timefmt::now_rfc3339()),
+    );
     let mut run = |name: &str, f: &mut dyn FnMut(&Path, &mut Table) -> Value| {
         if !want(name) {
             return;

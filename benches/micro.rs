@@ -6,7 +6,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use thermalert::alert::{AlertLevel, Level, SensorAlarm, Thresholds};
+use thermalert::core::alert::{AlertLevel, Level, SensorAlarm, Thresholds};
 use thermalert::mqtt::payload::{self, Ack, Alert};
 use thermalert::mqtt::topics;
 use thermalert::onewire::{build_scratchpad, decode_scratchpad, encode_temperature, Resolution};
@@ -92,7 +92,7 @@ fn payloads(c: &mut Criterion) {
         });
     });
     c.bench_function("timestamp: RFC 3339 now", |b| {
-        b.iter(thermalert::timefmt::now_rfc3339);
+        b.iter(thermalert::sys::timefmt::now_rfc3339);
     });
 }
 

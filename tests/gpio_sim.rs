@@ -6,7 +6,7 @@ use std::convert::Infallible;
 
 use embedded_hal::digital::v2::{InputPin, OutputPin};
 use one_wire_bus::{Address, OneWire};
-use thermalert::alert::ReadFault;
+use thermalert::core::alert::ReadFault;
 use thermalert::onewire::sim::{DeviceSpec, Drive, SimBus, SimDelay, SimPin};
 use thermalert::onewire::{cmd, decode_scratchpad, Resolution, Rom};
 use thermalert::sensor::gpio::{ConvertMode, GpioBackend, IoPinOps, OpenDrain};

@@ -7,7 +7,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use thermalert::alert::ReadFault;
+use thermalert::core::alert::ReadFault;
 use thermalert::onewire::{build_scratchpad, encode_temperature, Resolution};
 use thermalert::sensor::w1_sysfs::W1SysfsBackend;
 use thermalert::sensor::Backend;
@@ -135,8 +135,8 @@ fn power_on_85000_is_reported_as_read() {
     t.sensor(A, 85.0);
     let mut b = W1SysfsBackend::new(t.root(), true);
     assert_eq!(b.sweep(&ids(&[A]))[0].read, Ok(85.0));
-    let mut engine = thermalert::alert::SensorAlarm::new(
-        thermalert::alert::Thresholds {
+    let mut engine = thermalert::core::alert::SensorAlarm::new(
+        thermalert::core::alert::Thresholds {
             warning_above: Some(30.0),
             critical_above: Some(40.0),
             hysteresis: 0.5,
@@ -148,7 +148,7 @@ fn power_on_85000_is_reported_as_read() {
     assert!(
         !d.is_empty()
             && d.iter()
-                .all(|d| d.level == thermalert::alert::AlertLevel::Fault),
+                .all(|d| d.level == thermalert::core::alert::AlertLevel::Fault),
         "{d:?}"
     );
 }

@@ -199,7 +199,7 @@ pub enum Link {
 pub async fn drive(
     eventloop: rumqttc::EventLoop,
     tx: tokio::sync::mpsc::Sender<Link>,
-    backoff: crate::backoff::Backoff,
+    backoff: crate::sys::backoff::Backoff,
     stop: tokio_util::sync::CancellationToken,
 ) {
     drive_with_heartbeat(eventloop, tx, backoff, stop, None).await;
@@ -212,9 +212,9 @@ pub async fn drive(
 pub async fn drive_with_heartbeat(
     mut eventloop: rumqttc::EventLoop,
     tx: tokio::sync::mpsc::Sender<Link>,
-    mut backoff: crate::backoff::Backoff,
+    mut backoff: crate::sys::backoff::Backoff,
     stop: tokio_util::sync::CancellationToken,
-    beat: Option<Arc<crate::systemd::Heartbeat>>,
+    beat: Option<Arc<crate::sys::systemd::Heartbeat>>,
 ) {
     use rumqttc::{Event, Incoming, Outgoing};
     let mut state = ConnLog::default();

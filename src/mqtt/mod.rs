@@ -2,6 +2,7 @@
 //! cannot drift: topic names, payloads, TLS, and the connection options.
 
 pub mod conn;
+pub mod oneshot;
 pub mod payload;
 pub mod store;
 pub mod tls;

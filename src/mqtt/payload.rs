@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::alert::AlertLevel;
+use crate::core::alert::AlertLevel;
 
 /// An alert, published at QoS 2 on `<prefix>/<gateway>/alerts/<sensor>`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -21,7 +21,7 @@ pub struct Alert {
     pub threshold: Option<f64>,
     /// The level the sensor left: NORMAL, WARNING, CRITICAL or FAULT.
     #[serde(default)]
-    pub previous: Option<crate::alert::Level>,
+    pub previous: Option<crate::core::alert::Level>,
     /// RFC 3339 UTC time the alert was raised.
     pub ts: String,
     pub message: String,
@@ -146,7 +146,7 @@ mod tests {
     #[test]
     fn alert_round_trips_with_upper_case_levels() {
         let a = Alert {
-            previous: Some(crate::alert::Level::Warning),
+            previous: Some(crate::core::alert::Level::Warning),
             ..Alert::sample("x", AlertLevel::Critical)
         };
         let v: serde_json::Value = serde_json::from_slice(&encode(&a)).expect("json");

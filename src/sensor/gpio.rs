@@ -31,8 +31,8 @@ use embedded_hal::digital::v2::{InputPin, OutputPin};
 use one_wire_bus::{Address, OneWire, OneWireError};
 
 use super::{Backend, BackendError, Found, Sample};
-use crate::alert::ReadFault;
 use crate::config::Config;
+use crate::core::alert::ReadFault;
 use crate::onewire::{cmd, decode_scratchpad, Resolution, Rom, ScratchpadError, FAMILY_DS18B20};
 
 /// The I/O-pin operations an open-drain 1-Wire master needs, named after

@@ -8,8 +8,8 @@ pub mod w1_sysfs;
 
 use std::time::Duration;
 
-use crate::alert::ReadFault;
 use crate::config::{Backend as BackendKind, Config};
+use crate::core::alert::ReadFault;
 
 /// One sensor's result from a sweep.
 #[derive(Debug, Clone, PartialEq)]

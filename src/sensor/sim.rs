@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use super::{Backend, BackendError, Found, Sample};
-use crate::alert::{ReadFault, POWER_ON_RESET_C};
 use crate::config::{Config, SimConfig, SimFaultKind};
+use crate::core::alert::{ReadFault, POWER_ON_RESET_C};
 
 /// The temperature a sensor without a script reads.
 pub const DEFAULT_C: f64 = 20.0;

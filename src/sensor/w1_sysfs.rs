@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::{Backend, BackendError, Found, Sample};
-use crate::alert::ReadFault;
 use crate::config::Config;
+use crate::core::alert::ReadFault;
 use crate::onewire::Resolution;
 
 /// Failed reads of one sensor are retried this many times within a sweep.

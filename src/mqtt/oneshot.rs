@@ -11,8 +11,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::backoff::Backoff;
 use crate::mqtt::conn::{self, Endpoint, Link};
+use crate::sys::backoff::Backoff;
 
 /// A current-thread runtime; `None` (the reason logged) when none can be
 /// made.

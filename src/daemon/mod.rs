@@ -1,6 +1,11 @@
 //! `thermalertd`: CLI -> logging -> config -> sensor thread + MQTT link ->
 //! alerts -> clean shutdown.
 
+pub mod alarm;
+pub mod drill;
+pub mod homeassistant;
+pub mod reload;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,18 +21,18 @@ use rumqttc::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::alert::{self, AlertLevel, Level, SensorAlarm};
-use crate::backoff::Backoff;
 use crate::config::{self, Config};
-use crate::escalation::Escalator;
+use crate::core::alert::{self, AlertLevel, Level, SensorAlarm};
+use crate::core::escalation::Escalator;
 use crate::mqtt::conn::{self, Endpoint, Link};
 use crate::mqtt::payload::{self, Ack, Alert, Reading, Status};
 use crate::mqtt::topics::Topics;
 use crate::mqtt::{tls, CONTENT_TYPE_JSON};
 use crate::outbox::{Item, Outbox};
 use crate::sensor::{self, Sample};
-use crate::systemd::{Heartbeat, Notify, StatusInfo};
-use crate::timefmt;
+use crate::sys::backoff::Backoff;
+use crate::sys::systemd::{Heartbeat, Notify, StatusInfo};
+use crate::sys::timefmt;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -65,7 +70,7 @@ pub enum Command {
 
 /// The daemon's entry point; returns the process exit code.
 pub fn main() -> i32 {
-    crate::logging::init();
+    crate::sys::logging::init();
     let cli = Cli::parse();
     let cfg = match Config::load(&cli.config) {
         Ok(c) => c,
@@ -78,7 +83,7 @@ pub fn main() -> i32 {
         Command::CheckConfig => check_config(&cfg, &cli.config),
         Command::Scan => scan(&cfg),
         Command::Drill { timeout, expect } => {
-            crate::drill::main(&cfg, &cli.config, Duration::from_secs(timeout), expect)
+            crate::daemon::drill::main(&cfg, &cli.config, Duration::from_secs(timeout), expect)
         }
         Command::Run => {
             let endpoint = match endpoint(&cfg) {
@@ -92,7 +97,7 @@ pub fn main() -> i32 {
             // pool, so the MQTT link does not wait for it (BENCHMARKS.md);
             // only the log's occasional compaction (every few dozen
             // alerts) still syncs here.
-            let Some(rt) = crate::oneshot::runtime() else {
+            let Some(rt) = crate::mqtt::oneshot::runtime() else {
                 return 1;
             };
             match rt.block_on(run(cfg, endpoint, &cli.config)) {
@@ -229,12 +234,12 @@ struct Daemon {
     /// Whether the wall clock was synchronised at the last sweep.
     clock_synced: Option<bool>,
     /// The local alarm output, on while a CRITICAL is unacknowledged.
-    alarm: Option<crate::alarm::Alarm>,
+    alarm: Option<crate::daemon::alarm::Alarm>,
     done_tx: mpsc::UnboundedSender<(u64, Result<PublishResult, PublishNoticeError>)>,
     /// Outbox syncs report here (sequence number covered, result).
     sync_tx: mpsc::UnboundedSender<(u64, Result<(), crate::outbox::OutboxError>)>,
     /// Home Assistant discovery, when enabled.
-    ha: Option<crate::homeassistant::Discoverer>,
+    ha: Option<crate::daemon::homeassistant::Discoverer>,
 }
 
 fn status_payload(cfg: &Config, state: &str, reason: Option<&str>) -> Vec<u8> {
@@ -244,7 +249,7 @@ fn status_payload(cfg: &Config, state: &str, reason: Option<&str>) -> Vec<u8> {
         reason: reason.map(Into::into),
         gateway: Some(cfg.gateway_id.clone()),
         // Only a status with a time says whether to trust it (not the Will).
-        clock_synced: ts.is_none() || crate::clock::synced_now(),
+        clock_synced: ts.is_none() || crate::sys::clock::synced_now(),
         ts,
         version: Some(env!("CARGO_PKG_VERSION").into()),
         sensors: (state == "online").then_some(cfg.sensor.len()),
@@ -333,11 +338,13 @@ pub async fn run(cfg: Config, endpoint: Endpoint, config_path: &Path) -> anyhow:
         critical: HashMap::new(),
         hold_until: None,
         clock_synced: None,
-        alarm: crate::alarm::from_config(&cfg),
+        alarm: crate::daemon::alarm::from_config(&cfg),
         done_tx,
         sync_tx,
         ha: cfg.homeassistant.enabled.then(|| {
-            crate::homeassistant::Discoverer::new(crate::homeassistant::Discovery::new(&cfg))
+            crate::daemon::homeassistant::Discoverer::new(
+                crate::daemon::homeassistant::Discovery::new(&cfg),
+            )
         }),
         cfg,
     };
@@ -351,7 +358,7 @@ pub async fn run(cfg: Config, endpoint: Endpoint, config_path: &Path) -> anyhow:
     );
 
     let (cert_tx, mut cert_rx) = mpsc::unbounded_channel();
-    let cert_watch = tokio::spawn(crate::certwatch::watch_daily(
+    let cert_watch = tokio::spawn(crate::sys::certwatch::watch_daily(
         d.certificate_files(),
         move |list| {
             let _ = cert_tx.send(list);
@@ -381,7 +388,7 @@ pub async fn run(cfg: Config, endpoint: Endpoint, config_path: &Path) -> anyhow:
             Some((upto, res)) = sync_rx.recv() => d.on_synced(upto, res),
             _ = housekeeping.tick() => d.expire_awaiting(),
             Some(list) = cert_rx.recv() => d.on_expiring_certificates(list),
-            _ = crate::systemd::tick(&mut watchdog) => {
+            _ = crate::sys::systemd::tick(&mut watchdog) => {
                 notify.watchdog(Instant::now(), &[&sensor_beat, &mqtt_beat]);
             }
         }
@@ -494,20 +501,20 @@ impl Daemon {
     }
 
     /// A certificate expires soon: a FAULT alert per certificate.
-    fn on_expiring_certificates(&mut self, list: Vec<crate::certwatch::Expiring>) {
+    fn on_expiring_certificates(&mut self, list: Vec<crate::sys::certwatch::Expiring>) {
         for e in &list {
-            let alert = crate::certwatch::alert(&self.cfg.gateway_id, e);
+            let alert = crate::sys::certwatch::alert(&self.cfg.gateway_id, e);
             self.outbox.push(Item::Alert {
                 alert: alert.clone(),
             });
-            crate::logging::alert(&alert);
+            crate::sys::logging::alert(&alert);
         }
         self.pump();
     }
 
     async fn on_sweep(&mut self, sweep: Sweep) {
         let ts = timefmt::now_rfc3339();
-        let clock_synced = crate::clock::synced_now();
+        let clock_synced = crate::sys::clock::synced_now();
         if self.clock_synced != Some(clock_synced) {
             if !clock_synced {
                 log::warn!("the clock is not synchronised: alerts and status say \"clock_synced\": false until it is");
@@ -579,7 +586,7 @@ impl Daemon {
                 self.outbox.push(Item::Alert {
                     alert: alert.clone(),
                 });
-                crate::logging::alert(&alert);
+                crate::sys::logging::alert(&alert);
                 if let Some(a) = &mut self.alarm {
                     a.raised(&alert);
                 }
@@ -619,7 +626,7 @@ impl Daemon {
                 return;
             }
         };
-        let a = crate::reload::apply(&self.cfg, std::mem::take(&mut self.alarms), new);
+        let a = crate::daemon::reload::apply(&self.cfg, std::mem::take(&mut self.alarms), new);
         for key in &a.restart_needed {
             log::warn!("reload: {key} changed; it needs a restart to take effect");
         }
@@ -650,9 +657,11 @@ impl Daemon {
             self.ha = None;
             return;
         }
-        let ha = self.ha.insert(crate::homeassistant::Discoverer::new(
-            crate::homeassistant::Discovery::new(&self.cfg),
-        ));
+        let ha = self
+            .ha
+            .insert(crate::daemon::homeassistant::Discoverer::new(
+                crate::daemon::homeassistant::Discovery::new(&self.cfg),
+            ));
         if self.connected {
             ha.connected(&self.client, false).await;
         }
@@ -886,7 +895,7 @@ impl Daemon {
             a.answered(&String::from_utf8_lossy(&corr));
         }
         let Some(w) = self.awaiting.get_mut(&corr) else {
-            if crate::drill::is_drill_id(&corr) {
+            if crate::daemon::drill::is_drill_id(&corr) {
                 log::info!("a notifier answered a fire drill (thermalertd drill)");
                 return;
             }

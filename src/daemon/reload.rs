@@ -12,8 +12,8 @@
 //! `sensors.monitor_unconfigured`) is kept as it runs and reported as
 //! needing a restart.
 
-use crate::alert::{Level, SensorAlarm};
 use crate::config::Config;
+use crate::core::alert::{Level, SensorAlarm};
 
 /// The outcome of a reload.
 #[derive(Debug)]

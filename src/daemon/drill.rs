@@ -14,14 +14,14 @@ use bytes::Bytes;
 use rumqttc::{AsyncClient, PublishOptions, PublishProperties, QoS};
 use tokio::sync::mpsc;
 
-use crate::alert::AlertLevel;
 use crate::config::Config;
+use crate::core::alert::AlertLevel;
 use crate::mqtt::conn::{Endpoint, Link};
+use crate::mqtt::oneshot::Connection;
 use crate::mqtt::payload::{self, Ack, Alert};
 use crate::mqtt::topics::Topics;
 use crate::mqtt::CONTENT_TYPE_JSON;
-use crate::oneshot::Connection;
-use crate::timefmt;
+use crate::sys::timefmt;
 
 /// The sensor level of the drill's alert topic: `<prefix>/<gw>/alerts/drill`.
 pub const DRILL_SENSOR: &str = "drill";
@@ -79,7 +79,7 @@ pub fn test_alert(cfg: &Config, id: String, ts: String) -> Alert {
             cfg.gateway_id
         ),
         escalation: 0,
-        clock_synced: crate::clock::synced_now(),
+        clock_synced: crate::sys::clock::synced_now(),
     }
 }
 
@@ -98,7 +98,7 @@ pub fn main(cfg: &Config, path: &std::path::Path, timeout: Duration, expect: Opt
             return crate::EXIT_CONFIG;
         }
     };
-    let Some(rt) = crate::oneshot::runtime() else {
+    let Some(rt) = crate::mqtt::oneshot::runtime() else {
         return 1;
     };
     match rt.block_on(run(cfg, endpoint, timeout, expect)) {

@@ -9,7 +9,7 @@
 //! alerts (drills) ignore the level filter, so a drill still checks this
 //! notifier.
 
-use crate::alert::{AlertLevel, Level};
+use crate::core::alert::{AlertLevel, Level};
 use crate::mqtt::payload::Alert;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

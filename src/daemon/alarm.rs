@@ -9,7 +9,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::alert::AlertLevel;
+use crate::core::alert::AlertLevel;
 use crate::mqtt::payload::Alert;
 
 /// Whether the alarm is on, given the ids of the CRITICAL alerts raised and

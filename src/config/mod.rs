@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::alert::Thresholds;
+use crate::core::alert::Thresholds;
 
 /// Where the daemon looks for its configuration unless `--config` says otherwise.
 pub const DEFAULT_PATH: &str = "/etc/thermalert/thermalertd.toml";
@@ -54,7 +54,7 @@ pub struct Config {
     pub sensor: Vec<SensorConfig>,
     /// `[homeassistant]`: MQTT discovery (off by default).
     #[serde(default)]
-    pub homeassistant: crate::homeassistant::HomeAssistantConfig,
+    pub homeassistant: crate::daemon::homeassistant::HomeAssistantConfig,
     /// Where the outbox lives; default `$STATE_DIRECTORY` (systemd's
     /// `StateDirectory=`) or [`DEFAULT_STATE_DIR`].
     pub state_dir: Option<PathBuf>,

@@ -26,11 +26,11 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::mqtt::conn::Link;
+use crate::mqtt::oneshot::Connection;
 use crate::mqtt::payload::{self, Alert, Status};
 use crate::mqtt::topics::{self, Parsed};
 use crate::notifier::Settings;
-use crate::oneshot::Connection;
-use crate::timefmt;
+use crate::sys::timefmt;
 
 /// Silence that ends the collection when no sentinel can be used.
 pub const QUIET: Duration = Duration::from_millis(1500);
@@ -203,7 +203,7 @@ pub enum StatusError {
 
 /// `thermalert-notifier status`; returns the exit code.
 pub fn main(settings: Settings, timeout: Duration) -> i32 {
-    let Some(rt) = crate::oneshot::runtime() else {
+    let Some(rt) = crate::mqtt::oneshot::runtime() else {
         return 1;
     };
     let json = settings.json;

@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use sd_notify::NotifyState;
 
-use crate::alert::AlertLevel;
 use crate::config::Config;
+use crate::core::alert::AlertLevel;
 use crate::mqtt::payload::Alert;
 
 /// How late a loop may report past its own estimate before it counts as

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
 
-use crate::alert::AlertLevel;
+use crate::core::alert::AlertLevel;
 use crate::mqtt::payload::{self, Alert};
 
 /// How many hooks may run at once; further alerts wait for a slot.
@@ -335,15 +335,15 @@ pub struct ChannelFile {
 pub struct Channels {
     pub exec: Option<ExecHook>,
     pub desktop: Option<Desktop>,
-    pub filter: crate::filter::Filter,
-    pub watch: crate::watch::WatchConfig,
+    pub filter: crate::notifier::filter::Filter,
+    pub watch: crate::notifier::watch::WatchConfig,
     pub share_group: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChannelError {
     #[error("--filter {0}")]
-    Filter(#[from] crate::filter::FilterError),
+    Filter(#[from] crate::notifier::filter::FilterError),
     #[error("--share-group {0:?}: use letters, digits, '-' and '_'")]
     ShareGroup(String),
 }
@@ -384,8 +384,8 @@ impl ChannelArgs {
                 .map(|c| ExecHook::new(c, Duration::from_secs(exec_timeout.max(1)))),
             desktop: (!(self.no_desktop || file.no_desktop.unwrap_or(false)))
                 .then(Desktop::default),
-            filter: crate::filter::Filter::parse(filter)?,
-            watch: crate::watch::WatchConfig {
+            filter: crate::notifier::filter::Filter::parse(filter)?,
+            watch: crate::notifier::watch::WatchConfig {
                 stale_intervals: self
                     .stale_intervals
                     .or(file.stale_intervals)
@@ -409,7 +409,7 @@ impl ChannelArgs {
 
 /// An alert standing for a watcher's event, shown and notified like a
 /// CRITICAL (or RESOLVED when it ends). Its id starts with `watch-`.
-pub fn watch_alert(e: &crate::watch::Event) -> Alert {
+pub fn watch_alert(e: &crate::notifier::watch::Event) -> Alert {
     let alarm = e.is_alarm();
     let gateway = e.gateway().unwrap_or("-").to_string();
     Alert {
@@ -428,11 +428,11 @@ pub fn watch_alert(e: &crate::watch::Event) -> Alert {
         celsius: None,
         threshold: None,
         previous: Some(if alarm {
-            crate::alert::Level::Normal
+            crate::core::alert::Level::Normal
         } else {
-            crate::alert::Level::Critical
+            crate::core::alert::Level::Critical
         }),
-        ts: crate::timefmt::now_rfc3339(),
+        ts: crate::sys::timefmt::now_rfc3339(),
         message: e.message(),
         escalation: 0,
         clock_synced: true,

@@ -753,7 +753,7 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alert::AlertLevel;
+    use crate::core::alert::AlertLevel;
     use proptest::prelude::*;
 
     fn alert(id: &str) -> Item {

@@ -14,9 +14,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 
-use crate::alert::{AlertLevel, Level};
+use crate::core::alert::{AlertLevel, Level};
 use crate::mqtt::payload::Alert;
-use crate::timefmt;
+use crate::sys::timefmt;
 
 /// Warn when a certificate expires sooner than this.
 pub const WARN_WITHIN: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -266,7 +266,7 @@ pub fn alert(gateway: &str, e: &Expiring) -> Alert {
         ts: timefmt::now_rfc3339(),
         message: format!("gateway {gateway}: {}", e.message()),
         escalation: 0,
-        clock_synced: crate::clock::synced_now(),
+        clock_synced: crate::sys::clock::synced_now(),
     }
 }
 

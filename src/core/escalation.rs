@@ -129,7 +129,7 @@ impl Escalator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alert::AlertLevel;
+    use crate::core::alert::AlertLevel;
 
     fn alert(id: &str, sensor: &str, level: AlertLevel) -> Alert {
         Alert {

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use log::kv::{Key, Value, VisitSource};
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
-use crate::alert::AlertLevel;
+use crate::core::alert::AlertLevel;
 use crate::mqtt::payload::Alert;
 
 /// Where journald listens for native-protocol entries.
@@ -31,7 +31,7 @@ pub const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
 pub const JOURNAL_SOCKET_ENV: &str = "THERMALERT_JOURNAL_SOCKET";
 
 /// The log target of alert records.
-pub const ALERT_TARGET: &str = "thermalert::alert";
+pub const ALERT_TARGET: &str = "thermalert::core::alert";
 
 /// The syslog identifier (`journalctl -t thermalertd`).
 const IDENTIFIER: &str = "thermalertd";
@@ -317,7 +317,7 @@ impl Log for StderrLogger {
             writeln!(
                 e,
                 "{} {:<5} {}",
-                crate::timefmt::now_rfc3339(),
+                crate::sys::timefmt::now_rfc3339(),
                 r.level(),
                 r.args()
             )

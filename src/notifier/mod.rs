@@ -6,6 +6,12 @@
 //! its ResponseTopic with its CorrelationData, and never shows the same
 //! alert id twice.
 
+pub mod channels;
+pub mod filter;
+pub mod seen;
+pub mod status;
+pub mod watch;
+
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -20,14 +26,14 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::alert::AlertLevel;
-use crate::backoff::Backoff;
+use crate::core::alert::AlertLevel;
 use crate::mqtt::conn::{self, Endpoint, Link};
 use crate::mqtt::payload::{self, Ack, Alert, Status};
 use crate::mqtt::store::FileSessionStore;
 use crate::mqtt::topics::{self, Parsed};
 use crate::mqtt::{tls, CONTENT_TYPE_JSON};
-use crate::timefmt;
+use crate::sys::backoff::Backoff;
+use crate::sys::timefmt;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -75,7 +81,7 @@ pub struct Cli {
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
-    pub channels: crate::channels::ChannelArgs,
+    pub channels: crate::notifier::channels::ChannelArgs,
     #[command(subcommand)]
     pub command: Option<NotifierCommand>,
 }
@@ -124,8 +130,8 @@ pub struct FileConfig {
 
 impl FileConfig {
     /// The channel options of the file.
-    pub fn channels(&self) -> crate::channels::ChannelFile {
-        crate::channels::ChannelFile {
+    pub fn channels(&self) -> crate::notifier::channels::ChannelFile {
+        crate::notifier::channels::ChannelFile {
             exec: self.exec.clone(),
             exec_timeout: self.exec_timeout,
             filter: self.filter.as_ref().map(|f| f.get_ref().clone()),
@@ -147,7 +153,7 @@ pub struct Settings {
     /// The CA file and client certificate, watched for expiry.
     pub cert_files: Vec<(&'static str, PathBuf)>,
     /// The channel options from the file (the flags win over them).
-    pub channel_file: crate::channels::ChannelFile,
+    pub channel_file: crate::notifier::channels::ChannelFile,
 }
 
 fn default_state_dir() -> PathBuf {
@@ -211,7 +217,7 @@ fn load_file(path: &Path) -> Result<FileConfig, SettingsError> {
         message,
     };
     if let Some(filter) = &f.filter {
-        if let Err(e) = crate::filter::Filter::parse(filter.get_ref()) {
+        if let Err(e) = crate::notifier::filter::Filter::parse(filter.get_ref()) {
             return Err(at(filter.span(), format!("filter: {e}")));
         }
     }
@@ -338,7 +344,7 @@ impl Settings {
 
 /// The notifier's entry point; returns the process exit code.
 pub fn main() -> i32 {
-    crate::logging::init();
+    crate::sys::logging::init();
     let cli = Cli::parse();
     let settings = match Settings::resolve(&cli) {
         Ok(s) => s,
@@ -348,7 +354,7 @@ pub fn main() -> i32 {
         }
     };
     if let Some(NotifierCommand::Status { timeout }) = cli.command {
-        return crate::notifier_status::main(settings, Duration::from_secs(timeout));
+        return crate::notifier::status::main(settings, Duration::from_secs(timeout));
     }
     let channels = match cli.channels.resolve(&settings.channel_file) {
         Ok(c) => c,
@@ -380,7 +386,7 @@ pub fn main() -> i32 {
     }
 }
 
-pub use crate::seen::Seen;
+pub use crate::notifier::seen::Seen;
 
 /// Alert ids remembered to show each alert once.
 const SEEN_CAP: usize = 10_000;
@@ -390,8 +396,8 @@ struct Notifier {
     client: AsyncClient,
     seen: Seen,
     statuses: HashMap<String, String>,
-    channels: crate::channels::Channels,
-    watch: crate::watch::Watch,
+    channels: crate::notifier::channels::Channels,
+    watch: crate::notifier::watch::Watch,
     /// Alerts whose --exec hook runs (answered when it ends), and the
     /// answers of finished hooks (for repeats).
     hooks_running: HashSet<String>,
@@ -420,7 +426,7 @@ enum Deferred {
     Ack(Box<rumqttc::Publish>),
     /// Run the --exec hook of a new alert (answered when it ends).
     Hook {
-        hook: crate::channels::ExecHook,
+        hook: crate::notifier::channels::ExecHook,
         alert: Alert,
         response_topic: String,
         correlation: Option<bytes::Bytes>,
@@ -444,18 +450,18 @@ struct HookDone {
     alert_id: String,
     response_topic: String,
     correlation: Option<bytes::Bytes>,
-    outcome: crate::channels::HookOutcome,
+    outcome: crate::notifier::channels::HookOutcome,
 }
 
 /// Runs the notifier with only the terminal as its channel.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
-    run_with(settings, crate::channels::Channels::default()).await
+    run_with(settings, crate::notifier::channels::Channels::default()).await
 }
 
 /// Runs the notifier with `channels` until SIGTERM or SIGINT.
 pub async fn run_with(
     settings: Settings,
-    channels: crate::channels::Channels,
+    channels: crate::notifier::channels::Channels,
 ) -> anyhow::Result<()> {
     let mut options = settings.endpoint.options(None);
     // A restarted notifier has no local session state but wants what the
@@ -489,7 +495,7 @@ pub async fn run_with(
         settings.endpoint.host,
         settings.endpoint.port
     );
-    let cert_watch = tokio::spawn(crate::certwatch::watch_daily(
+    let cert_watch = tokio::spawn(crate::sys::certwatch::watch_daily(
         settings.cert_files.clone(),
         |_| {},
     ));
@@ -498,7 +504,7 @@ pub async fn run_with(
         client,
         seen: Seen::open(&settings.state_dir, SEEN_CAP),
         statuses: HashMap::new(),
-        watch: crate::watch::Watch::new(channels.watch),
+        watch: crate::notifier::watch::Watch::new(channels.watch),
         channels,
         hooks_running: HashSet::new(),
         hook_results: HashMap::new(),
@@ -799,10 +805,10 @@ impl Notifier {
     fn on_hook_done(&mut self, d: HookDone) {
         self.hooks_running.remove(&d.alert_id);
         match &d.outcome {
-            crate::channels::HookOutcome::Delivered => {
+            crate::notifier::channels::HookOutcome::Delivered => {
                 log::info!("hook for alert {} succeeded", d.alert_id)
             }
-            crate::channels::HookOutcome::Failed(why) => {
+            crate::notifier::channels::HookOutcome::Failed(why) => {
                 log::warn!("hook for alert {} failed: {why}", d.alert_id)
             }
         }
@@ -821,9 +827,9 @@ impl Notifier {
 
     /// Shows and notifies the watchers' events; they are not answered
     /// (nobody asked), but --exec hooks run for them.
-    fn on_watch(&mut self, events: Vec<crate::watch::Event>) {
+    fn on_watch(&mut self, events: Vec<crate::notifier::watch::Event>) {
         for e in events {
-            let a = crate::channels::watch_alert(&e);
+            let a = crate::notifier::channels::watch_alert(&e);
             if !self.channels.filter.accepts(&a) {
                 continue;
             }
@@ -838,7 +844,8 @@ impl Notifier {
             }
             if let Some(hook) = self.channels.exec.clone() {
                 tokio::spawn(async move {
-                    if let crate::channels::HookOutcome::Failed(why) = hook.run(&a).await {
+                    if let crate::notifier::channels::HookOutcome::Failed(why) = hook.run(&a).await
+                    {
                         log::warn!("hook for {} failed: {why}", a.id);
                     }
                 });
