@@ -70,6 +70,40 @@ fi
 
 # ---------------------------------------------------------------- packages
 work=$(mktemp -d /var/tmp/thermalert-systemd-test.XXXXXX)
+nspawn_pid=
+pid1=
+rootfs=
+shutdown_container() {
+    if [[ -n $nspawn_pid ]] && kill -0 "$nspawn_pid" 2>/dev/null; then
+        # systemd-nspawn asks a --boot container to power off on SIGTERM.
+        kill -TERM "$nspawn_pid" 2>/dev/null || true
+        for _ in $(seq 100); do
+            kill -0 "$nspawn_pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$nspawn_pid" 2>/dev/null || true
+        wait "$nspawn_pid" 2>/dev/null || true
+    fi
+}
+finish() {
+    local rc=$?
+    if [[ $rc -ne 0 && -n $pid1 ]] && kill -0 "$pid1" 2>/dev/null; then
+        say "FAILED; the container's journal (last 60 lines) and thermalertd's status:"
+        c journalctl --no-pager -n 60 -o short-monotonic >&2 || true
+        c systemctl --no-pager status thermalertd >&2 || true
+    fi
+    shutdown_container
+    if [[ -n $keep && -n $rootfs ]] && mountpoint -q "$rootfs"; then
+        rm -rf "$keep"
+        cp -a "$rootfs" "$keep"
+        say "kept the root filesystem in $keep"
+    fi
+    [[ -z $rootfs ]] || ! mountpoint -q "$rootfs" || umount "$rootfs"
+    rm -rf "$work"
+    exit $rc
+}
+trap finish EXIT
+trap 'exit 130' INT TERM
 debs=$work/debs
 deb1=$(bash "$root/packaging/build-deb.sh" --arch amd64 --bin-dir "$bin_dir" --revision 1 --out "$debs")
 deb2=$(bash "$root/packaging/build-deb.sh" --arch amd64 --bin-dir "$bin_dir" --revision 2 --out "$debs")
@@ -106,39 +140,6 @@ tar -C "$rootfs" -xf "$tarball"
 say "root filesystem ready ($(du -sh "$tarball" | cut -f1) cached tarball)"
 
 # ---------------------------------------------------------------- boot
-nspawn_pid=
-pid1=
-shutdown_container() {
-    if [[ -n $nspawn_pid ]] && kill -0 "$nspawn_pid" 2>/dev/null; then
-        # systemd-nspawn asks a --boot container to power off on SIGTERM.
-        kill -TERM "$nspawn_pid" 2>/dev/null || true
-        for _ in $(seq 100); do
-            kill -0 "$nspawn_pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$nspawn_pid" 2>/dev/null || true
-        wait "$nspawn_pid" 2>/dev/null || true
-    fi
-}
-finish() {
-    local rc=$?
-    if [[ $rc -ne 0 && -n $pid1 ]] && kill -0 "$pid1" 2>/dev/null; then
-        say "FAILED; the container's journal (last 60 lines) and thermalertd's status:"
-        c journalctl --no-pager -n 60 -o short-monotonic >&2 || true
-        c systemctl --no-pager status thermalertd >&2 || true
-    fi
-    shutdown_container
-    if [[ -n $keep ]] && mountpoint -q "$rootfs"; then
-        rm -rf "$keep"
-        cp -a "$rootfs" "$keep"
-        say "kept the root filesystem in $keep"
-    fi
-    ! mountpoint -q "$rootfs" || umount "$rootfs"
-    rm -rf "$work"
-    exit $rc
-}
-trap finish EXIT
-trap 'exit 130' INT TERM
 
 machine=thermalert-test-$$
 say "booting the container (systemd-nspawn --boot --private-network)"
