@@ -400,6 +400,7 @@ pid_c=$(prop thermalertd MainPID)
 in_outbox "$resolved2" || fail "the upgrade lost the outbox"
 c systemctl start mosquitto
 wait_for 30 "answer to $resolved2 after the upgrade" answered "$resolved2"
+wait_for 10 "$resolved2 at the subscriber" grep -q "$resolved2" "$spy_out"
 [[ $(shown "$resolved2") == 1 ]] || fail "the notifier showed $resolved2 $(shown "$resolved2") times"
 [[ $(grep -c "\"id\":\"$resolved2\"" "$spy_out") == 1 ]] || fail "the broker passed $resolved2 on $(grep -c "$resolved2" "$spy_out") times"
 ok "upgrade $v1 -> $v2: configuration kept, restarted ($pid_b -> $pid_c), outbox alert $resolved2 delivered once"
@@ -439,5 +440,12 @@ grep -q 'enabling and starting thermalertd' "$work/apt-install2.log" || fail "po
 c apt-get purge -y -q thermalert >/dev/null 2>&1 || fail "second purge"
 ok "a first install with mqtt.pass present: enabled and started by the postinst"
 
+# Exactly once, counted again at the end: a late duplicate had the rest of
+# the run to arrive.
+for id in "$crit1" "$resolved1" "$crit2" "$resolved2"; do
+    [[ $(shown "$id") == 1 ]] || fail "in the end, the notifier showed $id $(shown "$id") times"
+    [[ $(grep -c "\"id\":\"$id\"" "$spy_out") == 1 ]] || fail "in the end, the broker passed $id on $(grep -c "$id" "$spy_out") times"
+done
+ok "each alert shown once by the notifier and passed on once by the broker, counted at the end"
 c systemctl stop test-notifier test-spy
 say "OK: all checks passed in $((SECONDS - t0)) s"
