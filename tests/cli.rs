@@ -87,6 +87,43 @@ fn check_config_rejects_bad_meaning_and_missing_files() {
 }
 
 #[test]
+fn check_config_reports_every_problem_on_its_own_line() {
+    let d = setup();
+    let src =
+        std::fs::read_to_string(Path::new(ROOT).join("examples/thermalertd.toml")).expect("read");
+    let p = d.path().join("bad.toml");
+    std::fs::write(
+        &p,
+        src.replace("keep_alive_secs = 5", "keep_alive_secs = 0")
+            .replace("poll_interval_ms = 500", "poll_interval_ms = 10")
+            .replace("hysteresis = 0.5", "hysteresis = -1.0"),
+    )
+    .expect("write");
+    std::fs::remove_file(d.path().join("secrets/gw1.pass")).expect("rm");
+    let (code, _, err) = check(&p);
+    assert_eq!(code, Some(78), "EX_CONFIG");
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("invalid configuration"))
+        .collect();
+    let file = p.display().to_string();
+    for (line, key) in [
+        (11, "mqtt.password_file"),
+        (12, "mqtt.keep_alive_secs"),
+        (17, "sensors.poll_interval_ms"),
+        (24, "sensor[0].hysteresis"),
+    ] {
+        let want = format!("{file}:{line}: key `{key}`: ");
+        assert_eq!(
+            lines.iter().filter(|l| l.contains(&want)).count(),
+            1,
+            "{want}\n{err}"
+        );
+    }
+    assert_eq!(lines.len(), 4, "{err}");
+}
+
+#[test]
 fn check_config_rejects_a_file_that_is_not_a_certificate() {
     let d = setup();
     std::fs::write(d.path().join("certs/ca.crt"), "not a certificate\n").expect("write");

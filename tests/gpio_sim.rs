@@ -458,5 +458,7 @@ fn sweep_of_an_invalid_id_is_an_io_fault_not_a_panic() {
     let bus = bus_with(&[(SERIALS[0], 1.0)]);
     let mut b = backend(&bus);
     let s = b.sweep(&["not-an-id".to_string()]);
-    assert!(matches!(&s[0].read, Err(ReadFault::Io(m)) if m.contains("not-an-id")));
+    assert!(
+        matches!(&s[0].read, Err(e @ ReadFault::BadId { id, .. }) if id == "not-an-id" && e.to_string().contains("not-an-id"))
+    );
 }

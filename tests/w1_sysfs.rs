@@ -178,7 +178,9 @@ fn empty_and_garbage_reads_are_io_faults_naming_the_path() {
     let s = b.sweep(&ids(&[A, B]));
     for s in &s {
         match &s.read {
-            Err(ReadFault::Io(m)) => {
+            Err(e @ ReadFault::Io { path, .. }) => {
+                assert!(path.ends_with(format!("{}/w1_slave", s.id)), "{e}");
+                let m = e.to_string();
                 assert!(m.contains(&format!("{}/w1_slave", s.id)), "{m}");
             }
             other => panic!("{}: {other:?}", s.id),
@@ -196,7 +198,11 @@ fn unreadable_file_is_an_io_fault_naming_the_path() {
     fs::create_dir(&f).expect("mkdir");
     let mut b = W1SysfsBackend::new(t.root(), false);
     match &b.sweep(&ids(&[A]))[0].read {
-        Err(ReadFault::Io(m)) => assert!(m.contains(&f.display().to_string()), "{m}"),
+        Err(e @ ReadFault::Io { path, .. }) => {
+            assert_eq!(path, &f);
+            let m = e.to_string();
+            assert!(m.contains(&f.display().to_string()), "{m}");
+        }
         other => panic!("{other:?}"),
     }
 }
@@ -214,9 +220,11 @@ fn permission_denied_is_an_io_fault_naming_the_path() {
     fs::set_permissions(&f, fs::Permissions::from_mode(0o000)).expect("chmod");
     let mut b = W1SysfsBackend::new(t.root(), false);
     match &b.sweep(&ids(&[A]))[0].read {
-        Err(ReadFault::Io(m)) => {
+        Err(e @ ReadFault::Io { source, .. }) => {
+            let m = e.to_string();
             assert!(m.contains(&f.display().to_string()), "{m}");
             assert!(m.to_lowercase().contains("permission denied"), "{m}");
+            assert_eq!(source.io_kind(), Some(std::io::ErrorKind::PermissionDenied));
         }
         other => panic!("{other:?}"),
     }
@@ -382,7 +390,7 @@ fn ids_that_are_not_one_path_component_are_rejected() {
     for bad in ["../devices/28-0316a2791dff", "..", ""] {
         let s = b.sweep(&[bad.to_string()]);
         assert!(
-            matches!(s[0].read, Err(ReadFault::Io(_))),
+            matches!(s[0].read, Err(ReadFault::BadId { .. })),
             "{bad}: {:?}",
             s[0].read
         );

@@ -144,19 +144,8 @@ impl Thresholds {
 }
 
 /// Why a read failed. Each of these is retried and then becomes a FAULT.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum ReadFault {
-    #[error("CRC check failed")]
-    Crc,
-    #[error("sensor not found on the bus")]
-    Missing,
-    #[error("read error: {0}")]
-    Io(String),
-    #[error("85.000 C power-on value without a plausible history (the sensor lost power)")]
-    PowerOnReset,
-    #[error("{0} C is outside the DS18B20's range of -55..+125 C")]
-    OutOfRange(f64),
-}
+/// Defined with the sensor backends that produce it ([`crate::sensor::error`]).
+pub use crate::sensor::error::ReadFault;
 
 /// What the engine decided: an alert to send.
 #[derive(Debug, Clone, PartialEq)]

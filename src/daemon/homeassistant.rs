@@ -25,59 +25,13 @@
 use std::collections::BTreeSet;
 
 use rumqttc::{AsyncClient, PublishOptions, PublishProperties, QoS};
-use serde::Deserialize;
 use serde_json::json;
 
 use crate::config::Config;
+/// `[homeassistant]` in the daemon's configuration (defined with the
+/// rest of it, in [`crate::config`]).
+pub use crate::config::HomeAssistantConfig;
 use crate::mqtt::topics::Topics;
-
-/// `[homeassistant]` in the daemon's configuration.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HomeAssistantConfig {
-    /// Publish discovery configs.
-    #[serde(default)]
-    pub enabled: bool,
-    /// Home Assistant's discovery prefix (its MQTT integration setting).
-    #[serde(default = "default_prefix")]
-    pub discovery_prefix: String,
-}
-
-impl Default for HomeAssistantConfig {
-    fn default() -> Self {
-        Self {
-            enabled: false,
-            discovery_prefix: default_prefix(),
-        }
-    }
-}
-
-fn default_prefix() -> String {
-    "homeassistant".into()
-}
-
-impl HomeAssistantConfig {
-    /// Meaning checks; on error the offending key and a message.
-    pub fn check(&self, publish_readings: bool) -> Result<(), (&'static str, String)> {
-        if !self.enabled {
-            return Ok(());
-        }
-        let p = &self.discovery_prefix;
-        if p.is_empty() || p.contains(['+', '#']) || p.starts_with('/') || p.ends_with('/') {
-            return Err((
-                "discovery_prefix",
-                "must be non-empty, without '+', '#' or a leading/trailing '/'".into(),
-            ));
-        }
-        if !publish_readings {
-            return Err((
-                "enabled",
-                "Home Assistant reads temperatures from the reading topic: set mqtt.publish_readings = true".into(),
-            ));
-        }
-        Ok(())
-    }
-}
 
 /// The last path level of the sentinel topic.
 pub const SYNC_LEVEL: &str = "thermalertd-sync";

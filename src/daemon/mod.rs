@@ -75,7 +75,10 @@ pub fn main() -> i32 {
     let cfg = match Config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {
-            log::error!("invalid configuration: {e}");
+            // Several problems: one line each.
+            for line in e.to_string().lines() {
+                log::error!("invalid configuration: {line}");
+            }
             return crate::EXIT_CONFIG;
         }
     };
@@ -129,7 +132,7 @@ fn check_config(cfg: &Config, path: &std::path::Path) -> i32 {
 }
 
 fn scan(cfg: &Config) -> i32 {
-    let mut backend = match sensor::open(cfg) {
+    let mut backend = match sensor::open(&cfg.sensors, &cfg.sensor) {
         Ok(b) => b,
         Err(e) => {
             eprintln!("scan failed: {e}");
@@ -304,7 +307,7 @@ pub async fn run(cfg: Config, endpoint: Endpoint, config_path: &Path) -> anyhow:
         Some(mqtt_beat.clone()),
     ));
 
-    let mut backend = sensor::Reopening::open(&cfg);
+    let mut backend = sensor::Reopening::open(&cfg.sensors, &cfg.sensor);
     let cfg = adopt_unconfigured(cfg, &mut backend);
     let (sweep_tx, mut sweep_rx) = mpsc::channel::<Sweep>(4);
     let sensors_stop = Arc::new(AtomicBool::new(false));
@@ -465,7 +468,7 @@ fn spawn_sensor_thread(
             beat.due_by(next + backend.sweep_budget(ids.len()));
             while !stop.load(Ordering::Relaxed) {
                 while let Ok(c) = reload.try_recv() {
-                    backend.reconfigure(&c);
+                    backend.reconfigure(&c.sensor);
                     ids = c.sensor.iter().map(|s| s.id.clone()).collect();
                     interval = Duration::from_millis(c.sensors.poll_interval_ms);
                 }
@@ -489,15 +492,7 @@ fn spawn_sensor_thread(
 impl Daemon {
     /// The certificates whose expiry is watched.
     fn certificate_files(&self) -> Vec<(&'static str, PathBuf)> {
-        let mut files = vec![("CA", self.cfg.mqtt.ca_file.clone())];
-        files.extend(
-            self.cfg
-                .mqtt
-                .client_cert
-                .clone()
-                .map(|c| ("client certificate", c)),
-        );
-        files
+        self.cfg.mqtt.certificate_files()
     }
 
     /// A certificate expires soon: a FAULT alert per certificate.

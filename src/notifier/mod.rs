@@ -191,29 +191,18 @@ fn load_file(path: &Path) -> Result<FileConfig, SettingsError> {
         source,
     })?;
     let mut f: FileConfig = toml::from_str(&src).map_err(|e| {
-        let line = e.span().map_or(1, |s| {
-            src[..s.start.min(src.len())].matches('\n').count() + 1
-        });
         // A bad value's message does not name its key: take it from the line.
-        let key = src
-            .lines()
-            .nth(line - 1)
-            .and_then(|l| l.split_once('='))
-            .map(|(k, _)| k.trim())
-            .filter(|k| !k.is_empty() && !e.message().contains(k));
+        let at = crate::config::locate::toml_error(&src, &e);
         SettingsError::Syntax {
             path: path.to_path_buf(),
-            line,
-            message: match key {
-                Some(k) => format!("{k}: {}", e.message()),
-                None => e.message().to_string(),
-            },
+            line: at.line,
+            message: at.message_with_key(),
         }
     })?;
     // Checked here, where the file's line is known.
     let at = |span: std::ops::Range<usize>, message: String| SettingsError::Syntax {
         path: path.to_path_buf(),
-        line: src[..span.start.min(src.len())].matches('\n').count() + 1,
+        line: crate::config::locate::line_of(&src, span.start),
         message,
     };
     if let Some(filter) = &f.filter {
@@ -232,21 +221,16 @@ fn load_file(path: &Path) -> Result<FileConfig, SettingsError> {
             ));
         }
     }
-    let base = path.parent().unwrap_or(Path::new("."));
-    for p in [
-        f.ca_file.as_mut(),
-        f.client_cert.as_mut(),
-        f.client_key.as_mut(),
-        f.password_file.as_mut(),
-        f.state_dir.as_mut(),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        if p.is_relative() {
-            *p = base.join(&*p);
-        }
-    }
+    crate::config::paths::resolve_relative(
+        path,
+        [
+            f.ca_file.as_mut(),
+            f.client_cert.as_mut(),
+            f.client_key.as_mut(),
+            f.password_file.as_mut(),
+            f.state_dir.as_mut(),
+        ],
+    );
     Ok(f)
 }
 
@@ -273,8 +257,7 @@ impl Settings {
                 "--ca-file (the CA that signed the broker's certificate)",
             ))?;
         let cert = cli.client_cert.clone().or(f.client_cert);
-        let mut cert_files = vec![("CA", ca_file.clone())];
-        cert_files.extend(cert.clone().map(|c| ("client certificate", c)));
+        let cert_files = crate::sys::certwatch::certificate_files(&ca_file, cert.as_deref());
         let key = cli.client_key.clone().or(f.client_key);
         let tls =
             tls::client_config(&ca_file, cert.as_deref().zip(key.as_deref())).map_err(|e| {
@@ -285,15 +268,12 @@ impl Settings {
             })?;
         let username = cli.username.clone().or(f.username);
         let password = match cli.password_file.clone().or(f.password_file) {
-            Some(p) => Some(
-                std::fs::read_to_string(&p)
-                    .map_err(|e| SettingsError::Invalid {
-                        key: "password-file",
-                        message: format!("{}: {e}", p.display()),
-                    })?
-                    .trim_end_matches(['\n', '\r'])
-                    .to_string(),
-            ),
+            Some(p) => Some(crate::config::secret::read_secret(&p).map_err(|e| {
+                SettingsError::Invalid {
+                    key: "password-file",
+                    message: format!("{}: {}", e.path.display(), e.source),
+                }
+            })?),
             None => None,
         };
         let client_id = cli.client_id.clone().or(f.client_id).unwrap_or_else(|| {

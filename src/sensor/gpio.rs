@@ -30,86 +30,16 @@ use embedded_hal::blocking::delay::{DelayMs, DelayUs};
 use embedded_hal::digital::v2::{InputPin, OutputPin};
 use one_wire_bus::{Address, OneWire, OneWireError};
 
-use super::{Backend, BackendError, Found, Sample};
-use crate::config::Config;
-use crate::core::alert::ReadFault;
+/// Opening the pin on real hardware (rppal, GPIO character device).
+pub mod drivers;
+mod pin;
+
+pub use pin::{IoPinOps, OpenDrain};
+
+use super::error::BusFault;
+use super::{Backend, BackendError, Found, ReadFault, Sample};
+use crate::config::SensorConfig;
 use crate::onewire::{cmd, decode_scratchpad, Resolution, Rom, ScratchpadError, FAMILY_DS18B20};
-
-/// The I/O-pin operations an open-drain 1-Wire master needs, named after
-/// rppal's `IoPin` inherent methods (which are correct, unlike its
-/// embedded-hal 0.2 `is_low`).
-pub trait IoPinOps {
-    type Error: Debug;
-    /// Switches the pin to output mode (driving its output latch).
-    fn set_output(&mut self) -> Result<(), Self::Error>;
-    /// Switches the pin to input mode: it stops driving the line.
-    fn set_input(&mut self) -> Result<(), Self::Error>;
-    /// Sets the output latch low.
-    fn set_latch_low(&mut self) -> Result<(), Self::Error>;
-    /// Reads the line's level: `true` is high.
-    fn read_high(&self) -> Result<bool, Self::Error>;
-}
-
-/// An open-drain pin over an I/O pin: `set_low` drives the line low,
-/// `set_high` releases it to the pull-up (never drives it high), and
-/// `is_high` / `is_low` read the line's level.
-#[derive(Debug)]
-pub struct OpenDrain<P>(P);
-
-impl<P: IoPinOps> OpenDrain<P> {
-    /// Takes the pin, released (input).
-    pub fn new(mut pin: P) -> Result<Self, P::Error> {
-        pin.set_input()?;
-        pin.set_latch_low()?;
-        Ok(OpenDrain(pin))
-    }
-
-    pub fn into_inner(self) -> P {
-        self.0
-    }
-}
-
-impl<P: IoPinOps> OutputPin for OpenDrain<P> {
-    type Error = P::Error;
-    fn set_low(&mut self) -> Result<(), P::Error> {
-        // Latch low first, so switching to output never drives high.
-        self.0.set_latch_low()?;
-        self.0.set_output()
-    }
-    fn set_high(&mut self) -> Result<(), P::Error> {
-        self.0.set_input()
-    }
-}
-
-impl<P: IoPinOps> InputPin for OpenDrain<P> {
-    type Error = P::Error;
-    fn is_high(&self) -> Result<bool, P::Error> {
-        self.0.read_high()
-    }
-    fn is_low(&self) -> Result<bool, P::Error> {
-        self.0.read_high().map(|h| !h)
-    }
-}
-
-#[cfg(target_os = "linux")]
-impl IoPinOps for rppal::gpio::IoPin {
-    type Error = std::convert::Infallible;
-    fn set_output(&mut self) -> Result<(), Self::Error> {
-        self.set_mode(rppal::gpio::Mode::Output);
-        Ok(())
-    }
-    fn set_input(&mut self) -> Result<(), Self::Error> {
-        self.set_mode(rppal::gpio::Mode::Input);
-        Ok(())
-    }
-    fn set_latch_low(&mut self) -> Result<(), Self::Error> {
-        rppal::gpio::IoPin::set_low(self);
-        Ok(())
-    }
-    fn read_high(&self) -> Result<bool, Self::Error> {
-        Ok(self.read() == rppal::gpio::Level::High)
-    }
-}
 
 /// Why one read of one sensor failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,26 +47,25 @@ enum Attempt {
     /// No presence pulse, or nothing answered the read slots.
     Absent,
     Crc,
-    Bus(String),
+    Bus(BusFault),
 }
 
 fn bus_error<E: Debug>(e: OneWireError<E>) -> Attempt {
     match e {
-        OneWireError::BusNotHigh => Attempt::Bus(
-            "the 1-Wire line stays low: check the 4.7 kOhm pull-up to 3.3 V and for a short".into(),
-        ),
-        OneWireError::PinError(e) => Attempt::Bus(format!("GPIO pin error: {e:?}")),
+        OneWireError::BusNotHigh => Attempt::Bus(BusFault::LineLow),
+        OneWireError::PinError(e) => Attempt::Bus(BusFault::Pin(format!("{e:?}"))),
         OneWireError::CrcMismatch => Attempt::Crc,
         OneWireError::UnexpectedResponse | OneWireError::FamilyCodeMismatch => Attempt::Crc,
-        OneWireError::Timeout => Attempt::Bus("1-Wire timeout".into()),
+        OneWireError::Timeout => Attempt::Bus(BusFault::Timeout),
     }
 }
 
-fn fault(a: Attempt) -> ReadFault {
+/// The fault a failed attempt counts as; a bus fault names `pin` when known.
+fn fault(a: Attempt, pin: Option<u8>) -> ReadFault {
     match a {
         Attempt::Absent => ReadFault::Missing,
         Attempt::Crc => ReadFault::Crc,
-        Attempt::Bus(m) => ReadFault::Io(m),
+        Attempt::Bus(fault) => ReadFault::Bus { pin, fault },
     }
 }
 
@@ -161,6 +90,8 @@ pub struct GpioBackend<P, D> {
     /// Resolution each sensor reported last, by id.
     seen: HashMap<String, Resolution>,
     mode: ConvertMode,
+    /// The GPIO number, named in bus faults (unknown for a bare pin).
+    pin: Option<u8>,
 }
 
 impl<P, D, E> GpioBackend<P, D>
@@ -171,8 +102,9 @@ where
 {
     /// A backend on `pin` (open-drain) with `delay` (microsecond-accurate).
     pub fn new(pin: P, delay: D, attempts: u32) -> Result<Self, BackendError> {
-        let bus = OneWire::new(pin)
-            .map_err(|e| BackendError::Unavailable(format!("1-Wire pin: {e:?}")))?;
+        let bus = OneWire::new(pin).map_err(|e| BackendError::Pin {
+            detail: format!("{e:?}"),
+        })?;
         Ok(Self {
             bus,
             delay,
@@ -180,7 +112,13 @@ where
             wanted: HashMap::new(),
             seen: HashMap::new(),
             mode: ConvertMode::Simultaneous,
+            pin: None,
         })
+    }
+
+    /// Names the GPIO number in bus faults.
+    pub fn set_pin_number(&mut self, pin: u8) {
+        self.pin = Some(pin);
     }
 
     /// Asks for `resolution` on the sensor `id` (set before each sweep until
@@ -217,7 +155,7 @@ where
                 Some(a) => last = a,
             }
         }
-        Err(fault(last))
+        Err(fault(last, self.pin))
     }
 
     /// Reset; `Absent` without a presence pulse.
@@ -267,7 +205,7 @@ where
             log::debug!("{rom}: read failed ({a:?}), retrying");
             last = a;
         }
-        Err(fault(last))
+        Err(fault(last, self.pin))
     }
 
     /// Reads one sensor's temperature (scratchpad decoded here, not by
@@ -393,10 +331,11 @@ where
             .into_iter()
             .map(|(id, rom)| {
                 let read = match (rom, &started) {
-                    (None, _) => Err(ReadFault::Io(format!(
-                        "{id:?} is not a 1-Wire id like 28-0316a2791dff"
-                    ))),
-                    (Some(_), Err(a)) => Err(fault(a.clone())),
+                    (None, _) => Err(ReadFault::BadId {
+                        id: id.clone(),
+                        expected: "a 1-Wire id like 28-0316a2791dff",
+                    }),
+                    (Some(_), Err(a)) => Err(fault(a.clone(), self.pin)),
                     (Some(rom), Ok(())) => {
                         if self.mode == ConvertMode::PerSensor {
                             match self.convert_one(rom) {
@@ -405,7 +344,7 @@ where
                                     self.wait_conversion(res);
                                     self.read_celsius(rom)
                                 }
-                                Err(a) => Err(fault(a)),
+                                Err(a) => Err(fault(a, self.pin)),
                             }
                         } else {
                             self.read_celsius(rom)
@@ -428,14 +367,12 @@ where
         self.sweep_roms(ids)
     }
 
-    fn reconfigure(&mut self, cfg: &Config) {
-        configure(self, cfg);
+    fn reconfigure(&mut self, sensors: &[SensorConfig]) {
+        configure(self, sensors);
     }
 
     fn discover(&mut self) -> Result<Vec<String>, BackendError> {
-        let roms = self
-            .search()
-            .map_err(|e| BackendError::Unavailable(format!("1-Wire ROM search failed: {e}")))?;
+        let roms = self.search().map_err(BackendError::RomSearch)?;
         Ok(roms
             .into_iter()
             .filter(|r| r.family() == FAMILY_DS18B20)
@@ -444,17 +381,12 @@ where
     }
 
     fn scan(&mut self) -> Result<Vec<Found>, BackendError> {
-        let none = || {
-            BackendError::Unavailable(
-                "no 1-Wire device answered on the GPIO pin (no presence pulse): check the wiring, the 4.7 kOhm pull-up to 3.3 V and the pin number".into(),
-            )
-        };
         let roms = self.search().map_err(|e| match e {
-            ReadFault::Missing => none(),
-            other => BackendError::Unavailable(format!("1-Wire ROM search failed: {other}")),
+            ReadFault::Missing => BackendError::NoPresence,
+            other => BackendError::RomSearch(other),
         })?;
         if roms.is_empty() {
-            return Err(none());
+            return Err(BackendError::NoPresence);
         }
         let mut sensors = Vec::new();
         for rom in roms {
@@ -492,97 +424,14 @@ where
     }
 }
 
-/// Opens the pin the config names, with the driver it names.
-#[cfg(target_os = "linux")]
-pub fn open(cfg: &Config) -> Result<Box<dyn Backend>, BackendError> {
-    match cfg.sensors.gpio.driver {
-        crate::config::GpioDriver::Rppal => open_rppal(cfg),
-        crate::config::GpioDriver::Cdev => open_cdev(cfg),
-    }
-}
-
-/// Any Linux board: the line is requested from the GPIO character device
-/// as an open-drain output (writing 1 releases it to the pull-up, and
-/// reading returns the line's level), wrapped in linux-embedded-hal's
-/// `CdevPin`. Timing still uses rppal's busy-waiting `Delay`, which is
-/// plain Rust and not tied to the Pi (linux-embedded-hal's `Delay` sleeps
-/// and is tens of microseconds late: too coarse for 1-Wire slots).
-#[cfg(target_os = "linux")]
-fn open_cdev(cfg: &Config) -> Result<Box<dyn Backend>, BackendError> {
-    use linux_embedded_hal::gpio_cdev::{Chip, LineRequestFlags};
-    use linux_embedded_hal::CdevPin;
-    let g = &cfg.sensors.gpio;
-    let unavailable = |what: &str, e: &dyn std::fmt::Display| {
-        let text = e.to_string();
-        let hint = if text.contains("ermission") {
-            ": add the user to the gpio group (or a udev rule for the chip) and restart the service"
-        } else {
-            ""
-        };
-        BackendError::Unavailable(format!("{what} {}: {text}{hint}", g.chip.display()))
-    };
-    let mut chip = Chip::new(&g.chip).map_err(|e| unavailable("cannot open", &e))?;
-    let line = chip
-        .get_line(u32::from(g.pin))
-        .map_err(|e| unavailable(&format!("no line {} on", g.pin), &e))?;
-    let handle = line
-        .request(
-            LineRequestFlags::OUTPUT | LineRequestFlags::OPEN_DRAIN,
-            1,
-            "thermalertd",
-        )
-        .map_err(|e| unavailable(&format!("cannot request line {} on", g.pin), &e))?;
-    let pin = CdevPin::new(handle).map_err(|e| unavailable("cannot use", &e))?;
-    let mut b = GpioBackend::new(pin, rppal::hal::Delay::new(), g.attempts)?;
-    configure(&mut b, cfg);
-    Ok(Box::new(b))
-}
-
-/// The Raspberry Pi: rppal's I/O pin behind the open-drain wrapper.
-#[cfg(target_os = "linux")]
-fn open_rppal(cfg: &Config) -> Result<Box<dyn Backend>, BackendError> {
-    use rppal::gpio::{Error as GpioError, Gpio, Mode};
-    let g = &cfg.sensors.gpio;
-    let gpio = Gpio::new().map_err(|e| match e {
-        GpioError::PermissionDenied(dev) => BackendError::Unavailable(format!(
-            "permission denied on {dev}: add the user to the gpio group (sudo usermod -aG gpio thermalert) and restart the service"
-        )),
-        other => BackendError::Unavailable(format!(
-            "cannot open the GPIO ({other}; /dev/gpiomem or {}): the gpio backend needs a Raspberry Pi",
-            g.chip.display()
-        )),
-    })?;
-    let pin = gpio
-        .get(g.pin)
-        .map_err(|e| match e {
-            GpioError::PermissionDenied(dev) => BackendError::Unavailable(format!(
-                "permission denied on {dev}: add the user to the gpio group"
-            )),
-            other => BackendError::Unavailable(format!("GPIO{}: {other}", g.pin)),
-        })?
-        .into_io(Mode::Input);
-    let pin = OpenDrain::new(pin)
-        .map_err(|e| BackendError::Unavailable(format!("GPIO{}: {e:?}", g.pin)))?;
-    let mut b = GpioBackend::new(pin, rppal::hal::Delay::new(), g.attempts)?;
-    configure(&mut b, cfg);
-    Ok(Box::new(b))
-}
-
-#[cfg(not(target_os = "linux"))]
-pub fn open(_cfg: &Config) -> Result<Box<dyn Backend>, BackendError> {
-    Err(BackendError::Unavailable(
-        "the gpio backend needs Linux on a Raspberry Pi".into(),
-    ))
-}
-
-/// Applies the per-sensor resolutions from the config.
-pub fn configure<P, D, E>(b: &mut GpioBackend<P, D>, cfg: &Config)
+/// Applies the per-sensor resolutions of `sensors`.
+pub fn configure<P, D, E>(b: &mut GpioBackend<P, D>, sensors: &[SensorConfig])
 where
     P: InputPin<Error = E> + OutputPin<Error = E>,
     D: DelayUs<u16> + DelayMs<u16>,
     E: Debug,
 {
-    for s in &cfg.sensor {
+    for s in sensors {
         if let Some(r) = s.resolution.and_then(Resolution::from_bits) {
             b.want_resolution(&s.id, r);
         }

@@ -2,14 +2,15 @@
 //! sweep; it is blocking code and runs on its own thread, never on a
 //! runtime worker. Expected failures (CRC, missing sensor) are values.
 
+pub mod error;
 pub mod gpio;
 pub mod sim;
 pub mod w1_sysfs;
 
 use std::time::Duration;
 
-use crate::config::{Backend as BackendKind, Config};
-use crate::core::alert::ReadFault;
+use crate::config::{Backend as BackendKind, SensorConfig, SensorsConfig};
+pub use error::{BackendError, BusFault, Cause, ReadFault};
 
 /// One sensor's result from a sweep.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,12 +29,6 @@ pub struct Found {
     pub parasite: Option<bool>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum BackendError {
-    #[error("{0}")]
-    Unavailable(String),
-}
-
 /// A source of temperatures.
 pub trait Backend: Send {
     /// Reads each sensor in `ids` once (with whatever retries the backend
@@ -42,7 +37,7 @@ pub trait Backend: Send {
 
     /// Takes a reloaded configuration's sensors (new sensors' settings,
     /// scripts); the backend itself (its kind, bus, pin) stays.
-    fn reconfigure(&mut self, _cfg: &Config) {}
+    fn reconfigure(&mut self, _sensors: &[SensorConfig]) {}
 
     /// Lists every sensor the backend can find, with a reading each.
     fn scan(&mut self) -> Result<Vec<Found>, BackendError>;
@@ -66,29 +61,32 @@ pub trait Backend: Send {
 /// instead of the gateway going quiet; it tries to open the backend again
 /// every [`Reopening::RETRY`].
 pub struct Reopening {
-    cfg: Config,
+    section: SensorsConfig,
+    sensors: Vec<SensorConfig>,
     inner: Option<Box<dyn Backend>>,
     last_try: std::time::Instant,
-    reason: String,
+    /// Why `inner` is `None`.
+    reason: Option<Cause>,
 }
 
 impl Reopening {
     pub const RETRY: Duration = Duration::from_secs(30);
 
     /// Opens the backend, or keeps the reason it could not.
-    pub fn open(cfg: &Config) -> Self {
-        let (inner, reason) = match open(cfg) {
-            Ok(b) => (Some(b), String::new()),
+    pub fn open(section: &SensorsConfig, sensors: &[SensorConfig]) -> Self {
+        let (inner, reason) = match open(section, sensors) {
+            Ok(b) => (Some(b), None),
             Err(e) => {
                 log::error!(
                     "sensor backend unavailable: {e}; retrying every {}s",
                     Self::RETRY.as_secs()
                 );
-                (None, e.to_string())
+                (None, Some(Cause::new(e)))
             }
         };
         Self {
-            cfg: cfg.clone(),
+            section: section.clone(),
+            sensors: sensors.to_vec(),
             inner,
             last_try: std::time::Instant::now(),
             reason,
@@ -98,51 +96,59 @@ impl Reopening {
     pub fn is_open(&self) -> bool {
         self.inner.is_some()
     }
+
+    /// Why the backend is closed, for every read and listing meanwhile.
+    fn reason(&self) -> Cause {
+        self.reason
+            .clone()
+            .unwrap_or_else(|| Cause::new(std::io::Error::other("sensor backend not open")))
+    }
 }
 
 impl Backend for Reopening {
     fn sweep(&mut self, ids: &[String]) -> Vec<Sample> {
         if self.inner.is_none() && self.last_try.elapsed() >= Self::RETRY {
             self.last_try = std::time::Instant::now();
-            match open(&self.cfg) {
+            match open(&self.section, &self.sensors) {
                 Ok(b) => {
                     log::info!("sensor backend available again");
                     self.inner = Some(b);
+                    self.reason = None;
                 }
-                Err(e) => self.reason = e.to_string(),
+                Err(e) => self.reason = Some(Cause::new(e)),
             }
         }
-        match &mut self.inner {
-            Some(b) => b.sweep(ids),
-            None => ids
-                .iter()
-                .map(|id| Sample {
-                    id: id.clone(),
-                    read: Err(ReadFault::Io(self.reason.clone())),
-                })
-                .collect(),
+        if let Some(b) = &mut self.inner {
+            return b.sweep(ids);
         }
+        let reason = self.reason();
+        ids.iter()
+            .map(|id| Sample {
+                id: id.clone(),
+                read: Err(ReadFault::Unavailable(reason.clone())),
+            })
+            .collect()
     }
 
-    fn reconfigure(&mut self, cfg: &Config) {
+    fn reconfigure(&mut self, sensors: &[SensorConfig]) {
         // A later reopen uses the reloaded sensors too.
-        self.cfg = cfg.clone();
+        self.sensors = sensors.to_vec();
         if let Some(b) = &mut self.inner {
-            b.reconfigure(cfg);
+            b.reconfigure(sensors);
         }
     }
 
     fn scan(&mut self) -> Result<Vec<Found>, BackendError> {
         match &mut self.inner {
             Some(b) => b.scan(),
-            None => Err(BackendError::Unavailable(self.reason.clone())),
+            None => Err(BackendError::Unavailable(self.reason())),
         }
     }
 
     fn discover(&mut self) -> Result<Vec<String>, BackendError> {
         match &mut self.inner {
             Some(b) => b.discover(),
-            None => Err(BackendError::Unavailable(self.reason.clone())),
+            None => Err(BackendError::Unavailable(self.reason())),
         }
     }
 
@@ -153,11 +159,76 @@ impl Backend for Reopening {
     }
 }
 
-/// Opens the backend the configuration names.
-pub fn open(cfg: &Config) -> Result<Box<dyn Backend>, BackendError> {
-    match cfg.sensors.backend {
-        BackendKind::Sim => Ok(Box::new(sim::SimBackend::from_config(cfg))),
-        BackendKind::W1Sysfs => Ok(Box::new(w1_sysfs::W1SysfsBackend::from_config(cfg)?)),
-        BackendKind::Gpio => gpio::open(cfg),
+/// Opens the backend `section` (`[sensors]`) names, for `sensors`
+/// (`[[sensor]]`).
+pub fn open(
+    section: &SensorsConfig,
+    sensors: &[SensorConfig],
+) -> Result<Box<dyn Backend>, BackendError> {
+    match section.backend {
+        BackendKind::Sim => Ok(Box::new(sim::SimBackend::from_config(sensors))),
+        BackendKind::W1Sysfs => Ok(Box::new(w1_sysfs::W1SysfsBackend::from_config(
+            &section.w1,
+            sensors,
+        )?)),
+        BackendKind::Gpio => gpio::drivers::open(&section.gpio, sensors),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{DefaultThresholds, GpioConfig, W1Config};
+
+    fn w1_section(root: &std::path::Path) -> SensorsConfig {
+        SensorsConfig {
+            backend: BackendKind::W1Sysfs,
+            poll_interval_ms: 1000,
+            fault_after: 3,
+            monitor_unconfigured: false,
+            defaults: DefaultThresholds::default(),
+            w1: W1Config {
+                root: root.to_path_buf(),
+                bulk_read: false,
+            },
+            gpio: GpioConfig::default(),
+        }
+    }
+
+    #[test]
+    fn a_closed_backend_fails_every_read_with_its_typed_reason() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let root = d.path().join("devices");
+        let mut b = Reopening::open(&w1_section(&root), &[]);
+        assert!(!b.is_open());
+        let ids = ["28-000000000001".to_string(), "28-000000000002".to_string()];
+        let samples = b.sweep(&ids);
+        assert_eq!(samples.len(), 2);
+        for s in &samples {
+            let Err(fault @ ReadFault::Unavailable(cause)) = &s.read else {
+                panic!("{s:?}");
+            };
+            let m = fault.to_string();
+            assert!(m.starts_with("read error: w1 bus not found at "), "{m}");
+            assert!(m.contains(&root.display().to_string()), "{m}");
+            let e = cause.get().downcast_ref::<BackendError>();
+            assert!(
+                matches!(e, Some(BackendError::W1BusMissing { root: r, .. }) if *r == root),
+                "{e:?}"
+            );
+        }
+        let e = b.scan().expect_err("closed");
+        assert!(e.to_string().starts_with("w1 bus not found at "), "{e}");
+    }
+
+    #[test]
+    fn the_backend_opens_from_its_sections_only() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let b = open(&w1_section(d.path()), &[]);
+        assert!(b.is_ok());
+        let mut sim = w1_section(d.path());
+        sim.backend = BackendKind::Sim;
+        let mut b = open(&sim, &[DefaultThresholds::default().sensor("28-1")]).expect("sim");
+        assert_eq!(b.sweep(&["28-1".to_string()])[0].read, Ok(sim::DEFAULT_C));
     }
 }

@@ -4,9 +4,10 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
+use super::ReadFault;
 use super::{Backend, BackendError, Found, Sample};
-use crate::config::{Config, SimConfig, SimFaultKind};
-use crate::core::alert::{ReadFault, POWER_ON_RESET_C};
+use crate::config::{SensorConfig, SimConfig, SimFaultKind};
+use crate::core::alert::POWER_ON_RESET_C;
 
 /// The temperature a sensor without a script reads.
 pub const DEFAULT_C: f64 = 20.0;
@@ -57,20 +58,24 @@ pub fn stall_at(script: &SimConfig, t: f64) -> Option<f64> {
         .reduce(f64::max)
 }
 
+fn scripts(sensors: &[SensorConfig]) -> HashMap<String, SimConfig> {
+    sensors
+        .iter()
+        .map(|s| (s.id.clone(), s.sim.clone().unwrap_or_default()))
+        .collect()
+}
+
 pub struct SimBackend {
     start: Instant,
     scripts: HashMap<String, SimConfig>,
 }
 
 impl SimBackend {
-    pub fn from_config(cfg: &Config) -> Self {
+    /// The scripts of `sensors` (`[sensor.sim]`), starting now.
+    pub fn from_config(sensors: &[SensorConfig]) -> Self {
         Self {
             start: Instant::now(),
-            scripts: cfg
-                .sensor
-                .iter()
-                .map(|s| (s.id.clone(), s.sim.clone().unwrap_or_default()))
-                .collect(),
+            scripts: scripts(sensors),
         }
     }
 
@@ -105,13 +110,9 @@ impl Backend for SimBackend {
             .collect()
     }
 
-    fn reconfigure(&mut self, cfg: &Config) {
+    fn reconfigure(&mut self, sensors: &[SensorConfig]) {
         // Scripts keep their clock: a reload does not restart them.
-        self.scripts = cfg
-            .sensor
-            .iter()
-            .map(|s| (s.id.clone(), s.sim.clone().unwrap_or_default()))
-            .collect();
+        self.scripts = scripts(sensors);
     }
 
     fn scan(&mut self) -> Result<Vec<Found>, BackendError> {

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::{Backend, BackendError, Found, Sample};
-use crate::config::Config;
+use crate::config::{SensorConfig, W1Config};
 use crate::core::alert::ReadFault;
 use crate::onewire::Resolution;
 
@@ -138,8 +138,8 @@ pub struct W1SysfsBackend {
     bulk_timeout: Duration,
 }
 
-fn io_fault(path: &Path, e: &std::io::Error) -> ReadFault {
-    ReadFault::Io(format!("{}: {e}", path.display()))
+fn io_fault(path: &Path, e: std::io::Error) -> ReadFault {
+    ReadFault::io(path, e)
 }
 
 impl W1SysfsBackend {
@@ -157,10 +157,9 @@ impl W1SysfsBackend {
     }
 
     /// From the config; fails when the root is missing or unreadable.
-    pub fn from_config(cfg: &Config) -> Result<Self, BackendError> {
-        let w1 = &cfg.sensors.w1;
+    pub fn from_config(w1: &W1Config, sensors: &[SensorConfig]) -> Result<Self, BackendError> {
         let mut b = Self::new(&w1.root, w1.bulk_read);
-        for s in &cfg.sensor {
+        for s in sensors {
             if let Some(bits) = s.resolution {
                 b.want_resolution(&s.id, bits);
             }
@@ -181,29 +180,26 @@ impl W1SysfsBackend {
     }
 
     fn check_root(&self) -> Result<(), BackendError> {
+        let root = self.root.clone();
         match std::fs::read_dir(&self.root) {
             Ok(_) => Ok(()),
-            Err(e) if e.kind() == ErrorKind::NotFound => Err(BackendError::Unavailable(format!(
-                "w1 bus not found at {}: is dtoverlay=w1-gpio in /boot/firmware/config.txt and the w1-gpio/w1_therm modules loaded?",
-                self.root.display()
-            ))),
-            Err(e) if e.kind() == ErrorKind::PermissionDenied => {
-                Err(BackendError::Unavailable(format!(
-                    "permission denied reading {}: run thermalertd as a user who can read the w1 sysfs tree",
-                    self.root.display()
-                )))
+            Err(source) if source.kind() == ErrorKind::NotFound => {
+                Err(BackendError::W1BusMissing { root, source })
             }
-            Err(e) => Err(BackendError::Unavailable(format!(
-                "cannot read {}: {e}",
-                self.root.display()
-            ))),
+            Err(source) if source.kind() == ErrorKind::PermissionDenied => {
+                Err(BackendError::W1Denied { root, source })
+            }
+            Err(source) => Err(BackendError::Io { path: root, source }),
         }
     }
 
     fn device_dir(&self, id: &str) -> Result<PathBuf, ReadFault> {
         // An id is a single path component: no '/', no '..'.
         if id.is_empty() || id.contains(['/', '\0']) || id == "." || id == ".." {
-            return Err(ReadFault::Io(format!("{id:?} is not a w1 device name")));
+            return Err(ReadFault::BadId {
+                id: id.to_string(),
+                expected: "a w1 device name",
+            });
         }
         let dir = self.root.join(id);
         if dir.is_dir() {
@@ -221,7 +217,7 @@ impl W1SysfsBackend {
         match std::fs::read_to_string(&path) {
             Ok(s) => Ok((path, s)),
             Err(_) if !dir.is_dir() => Err(ReadFault::Missing),
-            Err(e) => Err(io_fault(&path, &e)),
+            Err(e) => Err(io_fault(&path, e)),
         }
     }
 
@@ -236,7 +232,7 @@ impl W1SysfsBackend {
         match parsed {
             Ok(m) => Ok(millis_to_celsius(m)),
             Err(ParseError::CrcNo) => Err(ReadFault::Crc),
-            Err(e) => Err(ReadFault::Io(format!("{}: {e}", path.display()))),
+            Err(e) => Err(ReadFault::io(path, e)),
         }
     }
 
@@ -349,8 +345,9 @@ impl W1SysfsBackend {
     /// The `28-*` device directories under the root, sorted.
     fn list_devices(&self) -> Result<Vec<String>, BackendError> {
         self.check_root()?;
-        let rd = std::fs::read_dir(&self.root).map_err(|e| {
-            BackendError::Unavailable(format!("cannot read {}: {e}", self.root.display()))
+        let rd = std::fs::read_dir(&self.root).map_err(|source| BackendError::Io {
+            path: self.root.clone(),
+            source,
         })?;
         let mut ids: Vec<String> = rd
             .flatten()
@@ -384,8 +381,8 @@ impl Backend for W1SysfsBackend {
             .collect()
     }
 
-    fn reconfigure(&mut self, cfg: &Config) {
-        for s in &cfg.sensor {
+    fn reconfigure(&mut self, sensors: &[SensorConfig]) {
+        for s in sensors {
             if let Some(bits) = s.resolution {
                 if self.wanted.get(&s.id) != Some(&bits) {
                     self.want_resolution(&s.id, bits);

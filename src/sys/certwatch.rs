@@ -4,12 +4,11 @@
 //! reported. The daemon also raises a FAULT alert for it, so that the
 //! operators hear about it before the gateway goes silent.
 //!
-//! Only the validity's `notAfter` is needed, so instead of an X.509
-//! library this reads the few DER fields in front of it (Certificate ->
-//! tbsCertificate -> [version], serial, signature, issuer, validity).
+//! The validity's `notAfter` is read with the RustCrypto `x509-cert`
+//! crate (DER decoding of the whole certificate).
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
@@ -28,17 +27,8 @@ pub const CHECK_EVERY: Duration = Duration::from_secs(24 * 3600);
 /// `<prefix>/<gateway>/alerts/certificates`.
 pub const ALERT_SENSOR: &str = "certificates";
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DerError {
-    #[error("truncated DER")]
-    Truncated,
-    #[error("unexpected DER tag {0:#04x}")]
-    Tag(u8),
-    #[error("DER length too large")]
-    Length,
-    #[error("malformed time {0:?}")]
-    Time(String),
-}
+/// Why a certificate's DER could not be decoded.
+pub type DerError = x509_cert::der::Error;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CertError {
@@ -53,114 +43,22 @@ pub enum CertError {
     },
 }
 
-/// Splits one TLV off `b`: (tag, contents, rest). Single-byte tags only,
-/// which is all a certificate uses up to its validity.
-fn tlv(b: &[u8]) -> Result<(u8, &[u8], &[u8]), DerError> {
-    let (&tag, b) = b.split_first().ok_or(DerError::Truncated)?;
-    let (&first, mut b) = b.split_first().ok_or(DerError::Truncated)?;
-    let len = if first < 0x80 {
-        usize::from(first)
-    } else {
-        let n = usize::from(first & 0x7f);
-        if n == 0 || n > 4 {
-            return Err(DerError::Length);
-        }
-        if b.len() < n {
-            return Err(DerError::Truncated);
-        }
-        let (lb, rest) = b.split_at(n);
-        b = rest;
-        lb.iter()
-            .fold(0usize, |acc, &x| (acc << 8) | usize::from(x))
-    };
-    if b.len() < len {
-        return Err(DerError::Truncated);
-    }
-    let (content, rest) = b.split_at(len);
-    Ok((tag, content, rest))
-}
-
-fn expect(b: &[u8], want: u8) -> Result<(&[u8], &[u8]), DerError> {
-    let (tag, c, rest) = tlv(b)?;
-    if tag != want {
-        return Err(DerError::Tag(tag));
-    }
-    Ok((c, rest))
-}
-
-const SEQUENCE: u8 = 0x30;
-
 /// The `notAfter` of a DER certificate.
 pub fn not_after(der: &[u8]) -> Result<SystemTime, DerError> {
-    let (cert, _) = expect(der, SEQUENCE)?;
-    let (tbs, _) = expect(cert, SEQUENCE)?;
-    let mut rest = tbs;
-    // [0] EXPLICIT version, optional.
-    if rest.first() == Some(&0xa0) {
-        rest = tlv(rest)?.2;
-    }
-    rest = expect(rest, 0x02)?.1; // serialNumber
-    rest = expect(rest, SEQUENCE)?.1; // signature
-    rest = expect(rest, SEQUENCE)?.1; // issuer
-    let (validity, _) = expect(rest, SEQUENCE)?;
-    let (_, _, after) = tlv(validity)?; // notBefore
-    let (tag, t, _) = tlv(after)?;
-    parse_time(tag, t)
+    use x509_cert::der::Decode;
+    let cert = x509_cert::Certificate::from_der(der)?;
+    Ok(cert.tbs_certificate.validity.not_after.to_system_time())
 }
 
-/// UTCTime (`YYMMDDHHMMSSZ`) or GeneralizedTime (`YYYYMMDDHHMMSSZ`).
-fn parse_time(tag: u8, t: &[u8]) -> Result<SystemTime, DerError> {
-    let bad = || DerError::Time(String::from_utf8_lossy(t).into_owned());
-    let s = std::str::from_utf8(t).map_err(|_| bad())?;
-    let digits = s.strip_suffix('Z').ok_or_else(bad)?;
-    if !digits.bytes().all(|c| c.is_ascii_digit()) {
-        return Err(bad());
-    }
-    let num = |r: std::ops::Range<usize>| -> Result<i64, DerError> {
-        digits.get(r).and_then(|x| x.parse().ok()).ok_or_else(bad)
-    };
-    let (year, rest) = match (tag, digits.len()) {
-        (0x17, 12) => {
-            let yy = num(0..2)?;
-            (if yy >= 50 { 1900 + yy } else { 2000 + yy }, 2)
-        }
-        (0x18, 14) => (num(0..4)?, 4),
-        (0x17 | 0x18, _) => return Err(bad()),
-        (other, _) => return Err(DerError::Tag(other)),
-    };
-    let month = num(rest..rest + 2)?;
-    let day = num(rest + 2..rest + 4)?;
-    let (h, m, sec) = (
-        num(rest + 4..rest + 6)?,
-        num(rest + 6..rest + 8)?,
-        num(rest + 8..rest + 10)?,
-    );
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || h > 23 || m > 59 || sec > 60 {
-        return Err(bad());
-    }
-    let secs = days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + sec;
-    if secs >= 0 {
-        u64::try_from(secs)
-            .ok()
-            .and_then(|s| UNIX_EPOCH.checked_add(Duration::from_secs(s)))
-            .ok_or_else(bad)
-    } else {
-        UNIX_EPOCH
-            .checked_sub(Duration::from_secs(secs.unsigned_abs()))
-            .ok_or_else(bad)
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
-/// `days_from_civil`).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+/// The certificates a program watches: its CA file and, for mutual TLS,
+/// its client certificate, labelled for the messages.
+pub fn certificate_files(
+    ca_file: &Path,
+    client_cert: Option<&Path>,
+) -> Vec<(&'static str, PathBuf)> {
+    let mut files = vec![("CA", ca_file.to_path_buf())];
+    files.extend(client_cert.map(|c| ("client certificate", c.to_path_buf())));
+    files
 }
 
 /// A certificate that expires soon (or did).
@@ -289,29 +187,45 @@ pub async fn watch_daily(files: Vec<(&'static str, PathBuf)>, on_expiring: impl 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::UNIX_EPOCH;
 
-    #[test]
-    fn civil_days_match_known_dates() {
-        assert_eq!(days_from_civil(1970, 1, 1), 0);
-        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
-        assert_eq!(days_from_civil(2026, 11, 23), 20_780);
-        assert_eq!(days_from_civil(1969, 12, 31), -1);
+    /// A DER time value: tag, length, text.
+    fn time(tag: u8, s: &str) -> Result<SystemTime, DerError> {
+        use x509_cert::der::Decode;
+        let mut der = vec![tag, u8::try_from(s.len()).expect("short")];
+        der.extend_from_slice(s.as_bytes());
+        x509_cert::time::Time::from_der(&der).map(|t| t.to_system_time())
     }
 
     #[test]
     fn times_parse_in_both_forms() {
-        let t = |tag, s: &str| parse_time(tag, s.as_bytes());
         let day = |d: u64| UNIX_EPOCH + Duration::from_secs(d * 86_400);
-        assert_eq!(t(0x17, "700101000000Z"), Ok(day(0)));
+        assert_eq!(time(0x17, "700101000000Z"), Ok(day(0)));
+        // 2050-01-01 is day 29_220.
         assert_eq!(
-            t(0x17, "491231235959Z"),
-            Ok(day(days_from_civil(2050, 1, 1) as u64) - Duration::from_secs(1))
+            time(0x17, "491231235959Z"),
+            Ok(day(29_220) - Duration::from_secs(1))
         );
-        assert_eq!(t(0x18, "20000301000000Z"), Ok(day(11_017)));
-        assert!(t(0x17, "2000030100000Z").is_err());
-        assert!(t(0x18, "20001301000000Z").is_err());
-        assert!(t(0x17, "70010100000+Z").is_err());
-        assert!(matches!(t(0x02, "700101000000Z"), Err(DerError::Tag(0x02))));
+        assert_eq!(time(0x18, "20000301000000Z"), Ok(day(11_017)));
+        assert_eq!(time(0x18, "20261123000000Z"), Ok(day(20_780)));
+        assert!(time(0x17, "2000030100000Z").is_err());
+        assert!(time(0x18, "20001301000000Z").is_err());
+        assert!(time(0x17, "70010100000+Z").is_err());
+        assert!(time(0x02, "700101000000Z").is_err());
+    }
+
+    #[test]
+    fn the_watched_files_are_the_ca_and_the_client_certificate() {
+        let ca = Path::new("/c/ca.crt");
+        assert_eq!(certificate_files(ca, None), vec![("CA", ca.to_path_buf())]);
+        let client = Path::new("/c/gw1.crt");
+        assert_eq!(
+            certificate_files(ca, Some(client)),
+            vec![
+                ("CA", ca.to_path_buf()),
+                ("client certificate", client.to_path_buf())
+            ]
+        );
     }
 
     fn make_cert(dir: &Path, days: &str) -> PathBuf {
