@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::w1_kernel::{Version, W1Kernel};
 use common::{DAEMON, NOTIFIER, ROOT};
 use std::path::Path;
 use std::process::Command;
@@ -61,6 +62,39 @@ fn check_config_rejects_a_typo_with_file_key_and_line() {
     assert_eq!(code, Some(78), "EX_CONFIG");
     assert!(err.contains("bad.toml:23:"), "{err}");
     assert!(err.contains("critcal_above"), "{err}");
+}
+
+#[test]
+fn check_config_names_the_key_of_a_value_of_the_wrong_type() {
+    let d = setup();
+    let src =
+        std::fs::read_to_string(Path::new(ROOT).join("examples/thermalertd.toml")).expect("read");
+    let line = src
+        .lines()
+        .position(|l| l.starts_with("keep_alive_secs"))
+        .map(|i| i + 1)
+        .expect("keep_alive_secs in the example");
+    let p = d.path().join("thermalertd.toml");
+    let bad: String = src
+        .lines()
+        .map(|l| {
+            if l.starts_with("keep_alive_secs") {
+                "keep_alive_secs = \"five\"".to_string()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&p, bad).expect("write");
+    let (code, _, err) = check(&p);
+    assert_eq!(code, Some(78), "EX_CONFIG");
+    assert!(
+        err.contains(&format!(
+            "thermalertd.toml:{line}:19: key `mqtt.keep_alive_secs`: invalid type: string \"five\", expected u16"
+        )),
+        "{err}"
+    );
 }
 
 #[test]
@@ -229,24 +263,29 @@ fn scan_explains_a_missing_w1_bus_and_a_missing_gpio_chip() {
 }
 
 #[test]
-fn scan_lists_sensors_with_their_configured_names() {
+fn scan_lists_every_w1_therm_family_with_its_name_value_and_configured_name() {
     let d = setup();
-    let root = d.path().join("w1");
-    for (id, t) in [("28-0316a2791dff", 21_500), ("28-0416a2791e0a", -18_062)] {
-        std::fs::create_dir_all(root.join(id)).expect("mkdir");
-        std::fs::write(
-            root.join(id).join("w1_slave"),
-            format!("72 01 4b 46 7f ff 0e 10 57 : crc=57 YES\n72 01 4b 46 7f ff 0e 10 57 t={t}\n"),
-        )
-        .expect("write");
+    // The stand-in w1_therm kernel (tests/common/w1_kernel.rs) with one
+    // sensor of each family the kernel drives.
+    let k = W1Kernel::start(Version::Current);
+    let sensors = [
+        ("10-000801b5a4c2", 23.5, "DS18S20", "23.500"),
+        ("22-000000a1b2c3", -10.25, "DS1822", "-10.250"),
+        ("28-0316a2791dff", 21.5, "DS18B20", "21.500"),
+        ("28-0416a2791e0a", -18.0625, "DS18B20", "-18.062"),
+        ("3b-0000001a2b3c", 36.75, "DS1825/MAX31850", "36.750"),
+        ("42-00000021b0c4", 18.5, "DS28EA00", "18.500"),
+    ];
+    for (id, c, _, _) in sensors {
+        k.attach(id, c);
     }
+    k.set_conv_time_all(100);
     let src = std::fs::read_to_string(Path::new(ROOT).join("examples/thermalertd-w1.toml"))
         .expect("read");
     let p = d.path().join("w1.toml");
     std::fs::write(
         &p,
-        src.replace("/sys/bus/w1/devices", &root.display().to_string())
-            .replace("bulk_read = true", "bulk_read = false")
+        src.replace("/sys/bus/w1/devices", &k.root().display().to_string())
             .replace("28-0416a2791e0a", "28-0516a2791e0b"),
     )
     .expect("write");
@@ -263,20 +302,31 @@ fn scan_lists_sensors_with_their_configured_names() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert!(
+        text.lines().next().is_some_and(|h| h.contains("FAMILY")),
+        "{text}"
+    );
+    for (id, _, family, value) in sensors {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(id))
+            .unwrap_or_else(|| panic!("{id} not listed:\n{text}"));
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(cols.get(1), Some(&family), "{line}");
+        assert_eq!(cols.get(2), Some(&value), "{line}");
+    }
     let freezer = text
         .lines()
         .find(|l| l.starts_with("28-0316a2791dff"))
         .expect("freezer listed");
-    assert!(
-        freezer.contains("21.500") && freezer.contains("yes (freezer)"),
-        "{freezer}"
-    );
+    assert!(freezer.trim_end().ends_with("yes (freezer)"), "{freezer}");
     let other = text
         .lines()
         .find(|l| l.starts_with("28-0416a2791e0a"))
         .expect("unconfigured listed");
-    assert!(
-        other.contains("-18.062") && other.trim_end().ends_with("no"),
-        "{other}"
-    );
+    assert!(other.trim_end().ends_with("no"), "{other}");
+    // One bulk conversion for the five with bulk read; DS28EA00 on its own.
+    let (per_sensor, bulk) = k.conversions();
+    assert_eq!(bulk, 1);
+    assert_eq!(per_sensor.keys().collect::<Vec<_>>(), ["42-00000021b0c4"]);
 }

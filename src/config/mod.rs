@@ -296,12 +296,14 @@ impl Config {
     /// without checking what it means.
     pub fn from_toml(src: &str, path: &Path) -> Result<Self, ConfigError> {
         let mut cfg: Config = toml::from_str(src).map_err(|e| {
+            // A value of the wrong type (or an unknown key) names its key
+            // path, as the meaning errors do.
             let at = locate::toml_error(src, &e);
             ConfigError::Syntax {
                 path: path.to_path_buf(),
                 line: at.line,
                 column: at.column,
-                message: at.message,
+                message: at.message_naming_key(),
             }
         })?;
         let m = &mut cfg.mqtt;

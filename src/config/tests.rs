@@ -61,6 +61,41 @@ fn unknown_key_names_the_key_and_line() {
 }
 
 #[test]
+fn type_errors_name_the_key_path_and_line() {
+    let d = dir_with_files();
+    let p = d.path().join("thermalertd.toml");
+    let src = EXAMPLE.replace("keep_alive_secs = 5", "keep_alive_secs = \"five\"");
+    assert_ne!(src, EXAMPLE);
+    let line = src
+        .lines()
+        .position(|l| l.starts_with("keep_alive_secs"))
+        .map(|i| i + 1)
+        .expect("line");
+    let msg = Config::parse(&src, &p).expect_err("a string").to_string();
+    assert!(
+        msg.starts_with(&format!(
+            "{}:{line}:19: key `mqtt.keep_alive_secs`: invalid type: string \"five\"",
+            p.display()
+        )),
+        "{msg}"
+    );
+    // In an array of tables, with its index.
+    let src = EXAMPLE.replace("critical_above = 40.0", "critical_above = \"hot\"");
+    let msg = Config::parse(&src, &p).expect_err("a string").to_string();
+    assert!(
+        msg.contains("key `sensor[0].critical_above`: invalid type"),
+        "{msg}"
+    );
+    // An unknown key is named with its table.
+    let src = EXAMPLE.replace("hysteresis = 0.5", "hysteresis = 0.5\nwarnign_above = 3.0");
+    let msg = Config::parse(&src, &p).expect_err("a typo").to_string();
+    assert!(
+        msg.contains("key `sensor[0].warnign_above`: unknown field"),
+        "{msg}"
+    );
+}
+
+#[test]
 fn meaning_errors_name_key_and_line() {
     let d = dir_with_files();
     let p = d.path().join("t.toml");

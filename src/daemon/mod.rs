@@ -151,14 +151,15 @@ fn scan(cfg: &Config) -> i32 {
         return 1;
     }
     println!(
-        "{:<18} {:>10} {:>5} {:<9} CONFIGURED",
-        "ROM ID", "CELSIUS", "BITS", "POWER"
+        "{:<18} {:<15} {:>10} {:>5} {:<9} CONFIGURED",
+        "ROM ID", "FAMILY", "CELSIUS", "BITS", "POWER"
     );
     for f in &found {
         let configured = cfg.sensor.iter().find(|s| s.id == f.id);
         println!(
-            "{:<18} {:>10} {:>5} {:<9} {}",
+            "{:<18} {:<15} {:>10} {:>5} {:<9} {}",
             f.id,
+            f.family.unwrap_or("?"),
             match &f.celsius {
                 Ok(c) => format!("{c:.3}"),
                 Err(e) => format!("({e})"),
@@ -200,6 +201,8 @@ pub fn endpoint(cfg: &Config) -> anyhow::Result<Endpoint> {
 /// One sweep's results, stamped when it finished.
 struct Sweep {
     samples: Vec<Sample>,
+    /// The backend's status note after this sweep (a slower mode, and why).
+    note: Option<String>,
 }
 
 /// Most entries handed to the MQTT client at once; the rest wait in the
@@ -229,6 +232,8 @@ struct Daemon {
     /// Whether the first sweep has been judged (then stale retained
     /// CRITICALs from an earlier run are cleared).
     swept_once: bool,
+    /// The sensor backend's status note.
+    sensor_note: Option<String>,
     /// Sensors now CRITICAL: their retained alert and when it was last
     /// published, to refresh it before its message expiry removes it.
     critical: HashMap<String, (Alert, Instant)>,
@@ -338,6 +343,7 @@ pub async fn run(cfg: Config, endpoint: Endpoint, config_path: &Path) -> anyhow:
         connected: false,
         last_alert: None,
         swept_once: false,
+        sensor_note: None,
         critical: HashMap::new(),
         hold_until: None,
         clock_synced: None,
@@ -465,6 +471,10 @@ fn spawn_sensor_thread(
         .name("sensors".into())
         .spawn(move || {
             let mut next = Instant::now();
+            // A backend that learns mid-sweep how long the sweep takes
+            // (the w1 bulk conversion confirmed or not) re-promises.
+            let b = beat.clone();
+            backend.set_deadline_hook(Arc::new(move |rest| b.due_by(Instant::now() + rest)));
             beat.due_by(next + backend.sweep_budget(ids.len()));
             while !stop.load(Ordering::Relaxed) {
                 while let Ok(c) = reload.try_recv() {
@@ -473,7 +483,8 @@ fn spawn_sensor_thread(
                     interval = Duration::from_millis(c.sensors.poll_interval_ms);
                 }
                 let samples = backend.sweep(&ids);
-                if tx.blocking_send(Sweep { samples }).is_err() {
+                let note = backend.status_note();
+                if tx.blocking_send(Sweep { samples, note }).is_err() {
                     return;
                 }
                 next += interval;
@@ -508,6 +519,7 @@ impl Daemon {
     }
 
     async fn on_sweep(&mut self, sweep: Sweep) {
+        self.sensor_note = sweep.note;
         let ts = timefmt::now_rfc3339();
         let clock_synced = crate::sys::clock::synced_now();
         if self.clock_synced != Some(clock_synced) {
@@ -609,6 +621,7 @@ impl Daemon {
 
     fn status_info(&self) -> StatusInfo {
         StatusInfo::new(&self.cfg, self.connected, self.last_alert.as_ref())
+            .with_note(self.sensor_note.clone())
     }
 
     /// SIGHUP: loads the file again and applies what can change without

@@ -10,6 +10,7 @@
 #![allow(dead_code)]
 
 pub mod proxy;
+pub mod w1_kernel;
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read};
