@@ -89,7 +89,7 @@ pub fn kernel_conversion_time(bits: Option<u8>) -> Duration {
 fn permission_hint(e: &std::io::Error) -> &'static str {
     match e.kind() {
         ErrorKind::PermissionDenied => {
-            " (install systemd/60-thermalert-w1.rules: scripts/install-on-pi.sh does)"
+            " (systemd/60-thermalert-w1.rules gives the gpio group write access; the Debian package installs it)"
         }
         ErrorKind::ReadOnlyFilesystem => {
             " (the unit's ReadWritePaths= names w1_bus_master1..4; a bus master that appeared after the start needs a restart)"
