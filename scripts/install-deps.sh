@@ -14,6 +14,12 @@ command -v stdbuf >/dev/null 2>&1 || need+=(coreutils)
 command -v dbus-daemon >/dev/null 2>&1 || need+=(dbus-daemon)
 # systemd-analyze checks the unit (scripts/check-unit.sh); no running systemd needed.
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+# Home Assistant's own MQTT discovery code checks the daemon's discovery
+# payloads (tests/homeassistant.rs): a Python >= 3.11 virtual environment
+# made by scripts/ha-schema-env.sh from PyPI (Debian 12's python3 is 3.11).
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
+command -v flock >/dev/null 2>&1 || need+=(util-linux)
 if [[ ${#need[@]} -gt 0 ]]; then
     sudo=()
     [[ $(id -u) -eq 0 ]] || sudo=(sudo)

@@ -1,86 +1,26 @@
-//! The kernel backend against fake sysfs trees written in the kernel's
-//! exact formats (w1_therm: `w1_slave`, `temperature`, `resolution`,
-//! `ext_power`, the master's `therm_bulk_read`).
+//! The kernel backend against the stand-in w1_therm kernel
+//! (`tests/common/w1_kernel.rs`, written from `drivers/w1/slaves/w1_therm.c`):
+//! the bulk trigger's exact bytes and its confirmation, one conversion per
+//! bus against one per sensor (in real, measured time), readings that
+//! cannot be readings, every w1_therm family, CRC failures before and from
+//! 5.10, resolutions, and sensors that come and go.
+
+mod common;
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use common::w1_kernel::{Answer, Kind, Version, W1Kernel};
 use thermalert::core::alert::ReadFault;
-use thermalert::onewire::{build_scratchpad, encode_temperature, Resolution};
-use thermalert::sensor::w1_sysfs::W1SysfsBackend;
+use thermalert::onewire::NotReady;
+use thermalert::sensor::w1_sysfs::{Conversion, PerSensorReason, W1SysfsBackend, RETRIES};
 use thermalert::sensor::Backend;
 
 const A: &str = "28-0316a2791dff";
 const B: &str = "28-000000000002";
-
-/// Millidegrees as w1_therm computes them: raw * 1000 / 16 in C integer
-/// arithmetic (truncating towards zero).
-fn kernel_millis(celsius: f64) -> i64 {
-    i64::from(encode_temperature(celsius)) * 1000 / 16
-}
-
-/// `w1_slave` as w1_therm prints it for `celsius` (12 bit).
-fn w1_slave(celsius: f64, crc_ok: bool) -> String {
-    let sp = build_scratchpad(
-        encode_temperature(celsius),
-        75,
-        70,
-        Resolution::Bits12,
-        0x0e,
-    );
-    let hex: Vec<String> = sp.iter().map(|b| format!("{b:02x}")).collect();
-    let hex = hex.join(" ");
-    let millis = kernel_millis(celsius);
-    format!(
-        "{hex} : crc={:02x} {}\n{hex} t={millis}\n",
-        sp[8],
-        if crc_ok { "YES" } else { "NO" }
-    )
-}
-
-struct Tree {
-    dir: tempfile::TempDir,
-}
-
-impl Tree {
-    fn new() -> Self {
-        Tree {
-            dir: tempfile::tempdir().expect("tempdir"),
-        }
-    }
-    fn root(&self) -> PathBuf {
-        self.dir.path().join("devices")
-    }
-    fn sensor(&self, id: &str, celsius: f64) -> &Self {
-        let d = self.root().join(id);
-        fs::create_dir_all(&d).expect("mkdir");
-        fs::write(d.join("w1_slave"), w1_slave(celsius, true)).expect("write");
-        fs::write(
-            d.join("temperature"),
-            format!("{}\n", kernel_millis(celsius)),
-        )
-        .expect("write");
-        fs::write(d.join("resolution"), "12\n").expect("write");
-        fs::write(d.join("ext_power"), "1\n").expect("write");
-        self
-    }
-    fn write(&self, id: &str, file: &str, text: &str) {
-        fs::write(self.root().join(id).join(file), text).expect("write");
-    }
-    fn read(&self, id: &str, file: &str) -> String {
-        fs::read_to_string(self.root().join(id).join(file)).expect("read")
-    }
-    /// A bus master offering the bulk read, in state `state`.
-    fn master(&self, state: &str) -> PathBuf {
-        let d = self.root().join("w1_bus_master1");
-        fs::create_dir_all(&d).expect("mkdir");
-        let f = d.join("therm_bulk_read");
-        fs::write(&f, state).expect("write");
-        f
-    }
-}
+/// Long enough for a test's deadline to pass on a loaded machine.
+const WAIT: Duration = Duration::from_secs(20);
 
 fn ids(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
@@ -91,49 +31,464 @@ fn running_as_root() -> bool {
     fs::metadata(d.path()).map(|m| m.uid() == 0).unwrap_or(true)
 }
 
+fn bulk_stores(k: &W1Kernel) -> Vec<(usize, bool)> {
+    k.events()
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            Kind::BulkStore { size, triggered } => Some((size, triggered)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn w1_slave_reads(k: &W1Kernel, id: &str) -> usize {
+    k.events()
+        .iter()
+        .filter(|e| matches!(&e.kind, Kind::Shown { id: i, attr: "w1_slave", .. } if i == id))
+        .count()
+}
+
 #[test]
-fn w1_slave_readings_including_negative_ones() {
-    let t = Tree::new();
-    t.sensor(A, 23.125).sensor(B, -18.0625);
-    let mut b = W1SysfsBackend::new(t.root(), true);
+fn the_kernel_ignores_a_seven_byte_trigger_and_the_backend_sends_eight() {
+    let k = W1Kernel::start(Version::Current);
+    k.attach(A, 20.0).attach(B, 21.0);
+    // What thermalert used to write: 7 bytes. therm_bulk_read_store()
+    // logs it, reports success, and starts nothing.
+    fs::write(k.bulk_file(), "trigger").expect("a 7-byte write succeeds");
+    k.wait_for("the 7-byte store", WAIT, |e| {
+        e.iter().any(|e| matches!(e.kind, Kind::BulkStore { .. }))
+    });
+    assert_eq!(bulk_stores(&k), [(7, false)]);
+    assert!(
+        k.log()
+            .iter()
+            .any(|l| l.contains("unable to trigger a bulk read on the bus. err=-22")),
+        "{:?}",
+        k.log()
+    );
+    assert_eq!(fs::read_to_string(k.bulk_file()).expect("read"), "0\n");
+
+    let mut b = W1SysfsBackend::new(k.root(), true);
+    let s = b.sweep(&ids(&[A, B]));
+    assert_eq!(s[0].read, Ok(20.0));
+    assert_eq!(s[1].read, Ok(21.0));
+    assert_eq!(bulk_stores(&k)[1..], [(8, true)], "exactly `trigger\\n`");
+    let (per_sensor, bulk) = k.conversions();
+    assert_eq!(bulk, 1, "one bulk conversion");
+    assert!(
+        per_sensor.is_empty(),
+        "no sensor converted on its own: {per_sensor:?}"
+    );
+    assert_eq!(b.conversion(), Some(&Conversion::Bulk));
+    assert_eq!(b.status_note(), None);
+}
+
+#[test]
+fn one_conversion_per_bus_not_per_sensor_in_measured_time() {
+    // 8 sensors, the kernel waiting 150 ms per conversion (conv_time).
+    let k = W1Kernel::start(Version::Current);
+    let all: Vec<String> = (1..=8).map(|i| format!("28-00000000010{i}")).collect();
+    for (i, id) in all.iter().enumerate() {
+        k.attach(id, 10.0 + i as f64);
+    }
+    k.set_conv_time_all(150);
+    let conv = Duration::from_millis(150);
+
+    let mut bulk = W1SysfsBackend::new(k.root(), true);
+    bulk.sweep(&all); // the first sweep learns the mode
+    let t = Instant::now();
+    let s = bulk.sweep(&all);
+    let bulk_took = t.elapsed();
+    for (i, x) in s.iter().enumerate() {
+        assert_eq!(x.read, Ok(10.0 + i as f64), "{}", x.id);
+    }
+    assert_eq!(bulk.conversion(), Some(&Conversion::Bulk));
+
+    let mut per = W1SysfsBackend::new(k.root(), false);
+    let t = Instant::now();
+    per.sweep(&all);
+    let per_took = t.elapsed();
+
+    assert!(
+        bulk_took < conv * 2,
+        "a bulk sweep of 8 sensors took {bulk_took:?}, about one conversion ({conv:?}) expected"
+    );
+    assert!(
+        per_took >= conv * 8,
+        "per sensor: {per_took:?} for 8 conversions of {conv:?}"
+    );
+    // The timing the backend sizes its deadline and budget from.
+    let tb = bulk.timing().expect("timing");
+    let tp = per.timing().expect("timing");
+    assert!(tb.expected >= conv && tb.expected < conv * 4, "{tb:?}");
+    assert!(tp.expected >= conv * 8, "{tp:?}");
+    assert!(
+        bulk_took < tb.budget && per_took < tp.budget,
+        "{tb:?} {tp:?}"
+    );
+    assert!(bulk.sweep_budget(8) < per.sweep_budget(8));
+}
+
+#[test]
+fn a_trigger_the_kernel_does_not_act_on_means_per_sensor_said_once_and_sized_for() {
+    let k = W1Kernel::start(Version::Current);
+    k.attach(A, 20.0).attach(B, -5.5);
+    k.set_conv_time_all(100);
+    let mut b = W1SysfsBackend::new(k.root(), true);
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    {
+        let seen = seen.clone();
+        b.set_deadline_hook(std::sync::Arc::new(move |d| {
+            seen.lock().expect("lock").push(d);
+        }));
+    }
+    b.sweep(&ids(&[A, B]));
+    assert_eq!(b.conversion(), Some(&Conversion::Bulk));
+    let bulk_budget = b.sweep_budget(2);
+
+    // trigger_bulk_read() cannot take the bus: -EAGAIN, logged, success
+    // to the writer, therm_bulk_read still 0.
+    k.contend_bus(true);
+    let s = b.sweep(&ids(&[A, B]));
+    assert_eq!(s[0].read, Ok(20.0));
+    assert_eq!(s[1].read, Ok(-5.5));
+    match b.conversion() {
+        Some(Conversion::PerSensor(PerSensorReason::NotStarted(why))) => {
+            assert!(why.contains("read 0 after the trigger"), "{why}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let note = b.status_note().expect("a status note");
+    assert!(
+        note.contains("converting per sensor") && note.contains("did not start a bulk conversion"),
+        "{note}"
+    );
+    assert!(
+        b.sweep_budget(2) > bulk_budget,
+        "the budget follows the mode"
+    );
+    assert!(
+        k.log().iter().any(|l| l.contains("err=-11")),
+        "{:?}",
+        k.log()
+    );
+    let (per_sensor, _) = k.conversions();
+    assert_eq!(per_sensor.values().sum::<usize>(), 2, "{per_sensor:?}");
+    // Mid-sweep, once the mode was known, the sweep re-promised its end:
+    // longer than a bulk sweep needs.
+    let promised = seen.lock().expect("lock").clone();
+    assert_eq!(promised.len(), 2, "{promised:?}");
+    assert!(promised[1] > promised[0], "{promised:?}");
+
+    // The kernel acts on triggers again: back to bulk.
+    k.contend_bus(false);
+    b.sweep(&ids(&[A, B]));
+    assert_eq!(b.conversion(), Some(&Conversion::Bulk));
+    assert_eq!(b.status_note(), None);
+}
+
+#[test]
+fn without_therm_bulk_read_or_with_it_disabled_each_sensor_converts() {
+    // A kernel before the bulk read: only w1_slave.
+    let k = W1Kernel::start(Version::Legacy);
+    k.attach(A, 23.125).attach(B, -18.0625);
+    assert!(!k.bulk_file().exists());
+    let mut b = W1SysfsBackend::new(k.root(), true);
     let s = b.sweep(&ids(&[A, B]));
     assert_eq!(s[0].read, Ok(23.125));
     // w1_therm prints -18062 for -18.0625 (integer millidegrees).
     assert_eq!(s[1].read, Ok(-18.062));
-    assert_eq!(s[1].id, B);
-}
+    assert!(matches!(
+        b.conversion(),
+        Some(Conversion::PerSensor(PerSensorReason::NoBulkRead(_)))
+    ));
+    assert_eq!(k.conversions().0.len(), 2);
 
-#[test]
-fn the_kernel_documentation_example_reads() {
-    let t = Tree::new();
-    t.sensor(A, 0.0);
-    t.write(
-        A,
-        "w1_slave",
-        "72 01 4b 46 7f ff 0e 10 57 : crc=57 YES\n72 01 4b 46 7f ff 0e 10 57 t=23125\n",
+    // bulk_read = false: never triggered.
+    let k = W1Kernel::start(Version::Current);
+    k.attach(A, 20.0);
+    let mut b = W1SysfsBackend::new(k.root(), false);
+    assert_eq!(b.sweep(&ids(&[A]))[0].read, Ok(20.0));
+    assert!(bulk_stores(&k).is_empty());
+    assert_eq!(
+        b.conversion(),
+        Some(&Conversion::PerSensor(PerSensorReason::Disabled))
     );
-    let mut b = W1SysfsBackend::new(t.root(), false);
-    assert_eq!(b.sweep(&ids(&[A]))[0].read, Ok(23.125));
+    assert!(b
+        .status_note()
+        .is_some_and(|n| n.contains("sensors.w1.bulk_read = false")));
 }
 
 #[test]
-fn crc_no_is_a_crc_fault() {
-    let t = Tree::new();
-    t.sensor(A, 21.0).sensor(B, 22.0);
-    t.write(A, "w1_slave", &w1_slave(21.0, false));
-    let mut b = W1SysfsBackend::new(t.root(), true);
+fn a_therm_bulk_read_the_daemon_may_not_write_is_per_sensor_with_a_hint() {
+    use std::os::unix::fs::PermissionsExt;
+    if running_as_root() {
+        println!("note: running as root, file modes do not block writes; skipped");
+        return;
+    }
+    let k = W1Kernel::start(Version::Current);
+    k.attach(A, 20.0);
+    fs::set_permissions(k.bulk_file(), fs::Permissions::from_mode(0o444)).expect("chmod");
+    let mut b = W1SysfsBackend::new(k.root(), true);
+    assert_eq!(b.sweep(&ids(&[A]))[0].read, Ok(20.0));
+    match b.conversion() {
+        Some(Conversion::PerSensor(PerSensorReason::WriteFailed(e))) => {
+            assert!(e.contains("60-thermalert-w1.rules"), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn the_bulk_result_is_read_through_w1_slave_without_converting_again() {
+    let k = W1Kernel::start(Version::Current);
+    k.attach(A, 23.125);
+    let mut b = W1SysfsBackend::new(k.root(), true);
+    assert_eq!(b.sweep(&ids(&[A]))[0].read, Ok(23.125));
+    // w1_slave_show() read the RAM of the bulk conversion: the kernel
+    // documentation's example line, and no conversion of its own.
+    let shown: Vec<String> = k
+        .events()
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            Kind::Shown {
+                attr: "w1_slave",
+                text,
+                ..
+            } => Some(text),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        shown,
+        ["72 01 4b 46 7f ff 0e 10 57 : crc=57 YES\n72 01 4b 46 7f ff 0e 10 57 t=23125\n"]
+    );
+    assert!(k.conversions().0.is_empty());
+}
+
+#[test]
+fn an_all_zero_scratchpad_is_a_fault_not_zero_degrees_on_both_paths() {
+    for bulk in [true, false] {
+        let k = W1Kernel::start(Version::Current);
+        k.attach(A, -18.0).attach(B, -17.5);
+        k.set_answer(A, Answer::AllZeros);
+        let mut b = W1SysfsBackend::new(k.root(), bulk);
+        let s = b.sweep(&ids(&[A, B]));
+        assert_eq!(
+            s[0].read,
+            Err(ReadFault::NotReady(NotReady::AllZero)),
+            "bulk_read = {bulk}"
+        );
+        assert_eq!(s[1].read, Ok(-17.5));
+        // What the kernel said: 0 C with a good CRC.
+        let said = k
+            .events()
+            .into_iter()
+            .find_map(|e| match e.kind {
+                Kind::Shown {
+                    id,
+                    attr: "w1_slave",
+                    text,
+                } if id == A => Some(text),
+                _ => None,
+            })
+            .expect("w1_slave read");
+        assert!(
+            said.starts_with("00 00 00 00 00 00 00 00 00 : crc=00 YES\n")
+                && said.ends_with("t=0\n"),
+            "{said}"
+        );
+        // After the usual retries.
+        assert_eq!(w1_slave_reads(&k, A), 1 + RETRIES as usize);
+        let f = ReadFault::NotReady(NotReady::AllZero).to_string();
+        assert!(f.contains("sensor not ready"), "{f}");
+    }
+}
+
+#[test]
+fn an_impossible_configuration_byte_is_a_fault() {
+    let k = W1Kernel::start(Version::Current);
+    k.attach(A, 4.0);
+    // Bits 4..0 of a DS18B20's byte 4 always read 1.
+    k.set_ram(A, 4, 0x60);
+    let mut b = W1SysfsBackend::new(k.root(), true);
+    assert!(matches!(
+        b.sweep(&ids(&[A]))[0].read,
+        Err(ReadFault::NotReady(NotReady::Config { byte: 0x60, .. }))
+    ));
+}
+
+#[test]
+fn crc_failures_are_empty_reads_from_5_10_and_no_before() {
+    let k = W1Kernel::start(Version::Current);
+    k.attach(A, 21.0).attach(B, 22.0);
+    k.set_answer(A, Answer::BadCrc);
+    let mut b = W1SysfsBackend::new(k.root(), true);
+    let s = b.sweep(&ids(&[A, B]));
+    match &s[0].read {
+        Err(e @ ReadFault::Io { path, .. }) => {
+            let m = e.to_string();
+            assert!(path.ends_with(format!("{A}/w1_slave")), "{m}");
+            assert!(m.contains("empty read"), "{m}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s[1].read, Ok(22.0));
+
+    let k = W1Kernel::start(Version::Legacy);
+    k.attach(A, 21.0).attach(B, 22.0);
+    k.set_answer(A, Answer::BadCrc);
+    let mut b = W1SysfsBackend::new(k.root(), true);
     let s = b.sweep(&ids(&[A, B]));
     assert_eq!(s[0].read, Err(ReadFault::Crc));
     assert_eq!(s[1].read, Ok(22.0));
 }
 
 #[test]
+fn a_sensor_that_does_not_answer_is_an_io_fault_and_one_that_leaves_is_missing() {
+    let k = W1Kernel::start(Version::Current);
+    k.attach(A, 20.0).attach(B, 21.0);
+    let mut b = W1SysfsBackend::new(k.root(), true);
+    assert_eq!(b.sweep(&ids(&[A, B]))[0].read, Ok(20.0));
+    k.set_answer(A, Answer::Absent);
+    assert!(matches!(
+        b.sweep(&ids(&[A, B]))[0].read,
+        Err(ReadFault::Io { .. })
+    ));
+    // The w1 core's search drops it from the bus.
+    k.detach(A);
+    let s = b.sweep(&ids(&[A, B]));
+    assert_eq!(s[0].read, Err(ReadFault::Missing));
+    assert_eq!(s[1].read, Ok(21.0));
+    k.attach(A, 19.5);
+    assert_eq!(b.sweep(&ids(&[A, B]))[0].read, Ok(19.5));
+}
+
+#[test]
+fn every_w1_therm_family_is_discovered_scanned_and_read() {
+    let k = W1Kernel::start(Version::Current);
+    let s20 = "10-000801b5a4c2";
+    let s22 = "22-000000a1b2c3";
+    let s3b = "3b-0000001a2b3c";
+    let s42 = "42-00000021b0c4";
+    k.attach(s20, 23.5)
+        .attach(s22, -10.25)
+        .attach(A, 4.0625)
+        .attach(s3b, 36.75)
+        .attach(s42, 18.5);
+    // Not a thermometer (a DS2401 serial number): not listed.
+    fs::create_dir_all(k.root().join("01-000000000042")).expect("mkdir");
+    let mut b = W1SysfsBackend::new(k.root(), true);
+    let found = b.discover().expect("discover");
+    assert_eq!(found, ids(&[s20, s22, A, s3b, s42]));
+    let scan = b.scan().expect("scan");
+    type Row<'a> = (&'a str, Option<&'a str>, Result<f64, ReadFault>, Option<u8>);
+    let got: Vec<Row> = scan
+        .iter()
+        .map(|f| {
+            (
+                f.id.as_str(),
+                f.family,
+                f.celsius.clone(),
+                f.resolution_bits,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (s20, Some("DS18S20"), Ok(23.5), None),
+            (s22, Some("DS1822"), Ok(-10.25), Some(12)),
+            (A, Some("DS18B20"), Ok(4.062), Some(12)),
+            (s3b, Some("DS1825/MAX31850"), Ok(36.75), Some(12)),
+            (s42, Some("DS28EA00"), Ok(18.5), Some(12)),
+        ]
+    );
+    // One bulk conversion for four of them; DS28EA00 has no bulk read in
+    // the kernel and converted on its own.
+    let (per_sensor, bulk) = k.conversions();
+    assert_eq!(bulk, 1);
+    assert_eq!(per_sensor.keys().collect::<Vec<_>>(), [s42]);
+    assert_eq!(b.conversion(), Some(&Conversion::Bulk));
+    assert!(b
+        .status_note()
+        .is_some_and(|n| n.contains("1 sensor(s) without bulk read")));
+}
+
+#[test]
+fn a_bus_of_ds28ea00_alone_has_no_bulk_read_at_all() {
+    let k = W1Kernel::start(Version::Current);
+    k.attach("42-00000021b0c4", 18.5);
+    // w1_therm_add_slave() creates therm_bulk_read with the first slave
+    // that supports it: none here.
+    assert!(!k.bulk_file().exists());
+    let mut b = W1SysfsBackend::new(k.root(), true);
+    assert_eq!(b.sweep(&ids(&["42-00000021b0c4"]))[0].read, Ok(18.5));
+    assert_eq!(
+        b.conversion(),
+        Some(&Conversion::PerSensor(PerSensorReason::NoBulkFamily))
+    );
+}
+
+#[test]
+fn resolution_is_written_before_reading_and_the_kernel_resets_conv_time() {
+    let k = W1Kernel::start(Version::Current);
+    let s20 = "10-000801b5a4c2";
+    k.attach(A, 20.0).attach(B, 20.0).attach(s20, 20.0);
+    k.set_conv_time(A, 500);
+    let mut b = W1SysfsBackend::new(k.root(), true);
+    b.want_resolution(A, 10);
+    b.want_resolution(s20, 10); // a DS18S20 has none: ignored
+    let s = b.sweep(&ids(&[A, B, s20]));
+    assert!(s.iter().all(|s| s.read == Ok(20.0)), "{s:?}");
+    assert_eq!(k.config_byte(A), 0x3F, "R1 R0 = 01");
+    assert_eq!(k.config_byte(B), 0x7F);
+    assert_eq!(
+        fs::read_to_string(k.root().join(A).join("resolution")).expect("read"),
+        "10\n"
+    );
+    // resolution_store() dropped the 500 ms override: 190 ms at 10 bits.
+    assert_eq!(
+        fs::read_to_string(k.root().join(A).join("conv_time")).expect("read"),
+        "190\n"
+    );
+    assert!(!k.root().join(s20).join("resolution").exists());
+}
+
+#[test]
+fn unconfigured_sensors_are_read_so_the_next_trigger_can_be_confirmed() {
+    let k = W1Kernel::start(Version::Current);
+    k.attach(A, 20.0).attach(B, 21.0);
+    let mut b = W1SysfsBackend::new(k.root(), true);
+    b.sweep(&ids(&[A]));
+    // B's bulk result was read too: nothing pending, therm_bulk_read 0.
+    assert_eq!(fs::read_to_string(k.bulk_file()).expect("read"), "0\n");
+    b.sweep(&ids(&[A]));
+    assert_eq!(b.conversion(), Some(&Conversion::Bulk));
+    assert_eq!(k.conversions(), (Default::default(), 2));
+}
+
+#[test]
+fn the_bulk_wait_covers_the_slowest_sensor_on_the_bus_configured_or_not() {
+    // trigger_bulk_read() sleeps for the slowest sensor with bulk read on
+    // the bus; here an unconfigured one.
+    let k = W1Kernel::start(Version::Current);
+    k.attach(A, 20.0).attach(B, 21.0);
+    k.set_conv_time(A, 100);
+    k.set_conv_time(B, 700);
+    let mut b = W1SysfsBackend::new(k.root(), true);
+    assert_eq!(b.sweep(&ids(&[A]))[0].read, Ok(20.0));
+    let t = b.timing().expect("timing");
+    assert!(t.expected >= Duration::from_millis(700), "{t:?}");
+}
+
+#[test]
 fn power_on_85000_is_reported_as_read() {
     // The backend reports what it read; the alert engine decides whether
     // 85.000 without a plausible history is a fault.
-    let t = Tree::new();
-    t.sensor(A, 85.0);
-    let mut b = W1SysfsBackend::new(t.root(), true);
+    let k = W1Kernel::start(Version::Current);
+    k.attach(A, 85.0);
+    let mut b = W1SysfsBackend::new(k.root(), true);
     assert_eq!(b.sweep(&ids(&[A]))[0].read, Ok(85.0));
     let mut engine = thermalert::core::alert::SensorAlarm::new(
         thermalert::core::alert::Thresholds {
@@ -154,206 +509,45 @@ fn power_on_85000_is_reported_as_read() {
 }
 
 #[test]
-fn a_device_directory_vanishing_mid_run_is_missing() {
-    let t = Tree::new();
-    t.sensor(A, 20.0).sensor(B, 21.0);
-    let mut b = W1SysfsBackend::new(t.root(), true);
-    assert_eq!(b.sweep(&ids(&[A, B]))[0].read, Ok(20.0));
-    fs::remove_dir_all(t.root().join(A)).expect("rm");
-    let s = b.sweep(&ids(&[A, B]));
-    assert_eq!(s[0].read, Err(ReadFault::Missing));
-    assert_eq!(s[1].read, Ok(21.0));
-    // Back again.
-    t.sensor(A, 19.5);
-    assert_eq!(b.sweep(&ids(&[A, B]))[0].read, Ok(19.5));
-}
-
-#[test]
-fn empty_and_garbage_reads_are_io_faults_naming_the_path() {
-    let t = Tree::new();
-    t.sensor(A, 20.0).sensor(B, 20.0);
-    t.write(A, "w1_slave", "");
-    t.write(B, "w1_slave", "garbage\n");
-    let mut b = W1SysfsBackend::new(t.root(), false);
-    let s = b.sweep(&ids(&[A, B]));
-    for s in &s {
-        match &s.read {
-            Err(e @ ReadFault::Io { path, .. }) => {
-                assert!(path.ends_with(format!("{}/w1_slave", s.id)), "{e}");
-                let m = e.to_string();
-                assert!(m.contains(&format!("{}/w1_slave", s.id)), "{m}");
-            }
-            other => panic!("{}: {other:?}", s.id),
-        }
-    }
-}
-
-#[test]
 fn unreadable_file_is_an_io_fault_naming_the_path() {
-    let t = Tree::new();
-    t.sensor(A, 20.0);
+    let k = W1Kernel::start(Version::Current);
+    k.attach(A, 20.0);
     // A directory where the file should be: unreadable even for root.
-    let f = t.root().join(A).join("w1_slave");
+    let f = k.root().join(A).join("w1_slave");
     fs::remove_file(&f).expect("rm");
     fs::create_dir(&f).expect("mkdir");
-    let mut b = W1SysfsBackend::new(t.root(), false);
+    let mut b = W1SysfsBackend::new(k.root(), false);
     match &b.sweep(&ids(&[A]))[0].read {
-        Err(e @ ReadFault::Io { path, .. }) => {
-            assert_eq!(path, &f);
-            let m = e.to_string();
-            assert!(m.contains(&f.display().to_string()), "{m}");
-        }
+        Err(e @ ReadFault::Io { path, .. }) => assert_eq!(path, &f, "{e}"),
         other => panic!("{other:?}"),
     }
 }
 
 #[test]
-fn permission_denied_is_an_io_fault_naming_the_path() {
-    use std::os::unix::fs::PermissionsExt;
-    if running_as_root() {
-        println!("note: running as root, chmod 000 does not block reads; skipped (see unreadable_file_is_an_io_fault_naming_the_path)");
-        return;
-    }
-    let t = Tree::new();
-    t.sensor(A, 20.0);
-    let f = t.root().join(A).join("w1_slave");
-    fs::set_permissions(&f, fs::Permissions::from_mode(0o000)).expect("chmod");
-    let mut b = W1SysfsBackend::new(t.root(), false);
-    match &b.sweep(&ids(&[A]))[0].read {
-        Err(e @ ReadFault::Io { source, .. }) => {
-            let m = e.to_string();
-            assert!(m.contains(&f.display().to_string()), "{m}");
-            assert!(m.to_lowercase().contains("permission denied"), "{m}");
-            assert_eq!(source.io_kind(), Some(std::io::ErrorKind::PermissionDenied));
-        }
-        other => panic!("{other:?}"),
+fn ids_that_are_not_one_path_component_are_rejected() {
+    let k = W1Kernel::start(Version::Current);
+    k.attach(A, 1.0);
+    let mut b = W1SysfsBackend::new(k.root(), false);
+    for bad in ["../devices/28-0316a2791dff", "..", ""] {
+        let s = b.sweep(&[bad.to_string()]);
+        assert!(
+            matches!(s[0].read, Err(ReadFault::BadId { .. })),
+            "{bad}: {:?}",
+            s[0].read
+        );
     }
 }
 
-#[test]
-fn without_bulk_read_each_w1_slave_is_read() {
-    let t = Tree::new();
-    t.sensor(A, 20.0);
-    // `temperature` says something else: the sweep must not use it.
-    t.write(A, "temperature", "99000\n");
-    let mut b = W1SysfsBackend::new(t.root(), true);
-    assert_eq!(b.sweep(&ids(&[A]))[0].read, Ok(20.0));
-}
-
-#[test]
-fn bulk_read_disabled_in_config_is_not_triggered() {
-    let t = Tree::new();
-    t.sensor(A, 20.0);
-    let f = t.master("0\n");
-    let mut b = W1SysfsBackend::new(t.root(), false);
-    assert_eq!(b.sweep(&ids(&[A]))[0].read, Ok(20.0));
-    assert_eq!(fs::read_to_string(f).expect("read"), "0\n");
-}
-
-#[test]
-fn bulk_read_is_triggered_then_temperature_is_read() {
-    let t = Tree::new();
-    t.sensor(A, 20.0).sensor(B, -5.5);
-    // `w1_slave` says something else: with a bulk read the sweep reads
-    // `temperature`.
-    t.write(A, "w1_slave", &w1_slave(99.0, true));
-    let f = t.master("0\n");
-    let mut b = W1SysfsBackend::new(t.root(), true);
-    // Nobody plays the kernel here: the file keeps our "trigger", which is
-    // no state, so the sweep waits its bound and reads anyway.
-    b.set_bulk_timeout(Duration::from_millis(50));
-    let s = b.sweep(&ids(&[A, B]));
-    assert_eq!(fs::read_to_string(&f).expect("read"), "trigger");
-    assert_eq!(s[0].read, Ok(20.0));
-    assert_eq!(s[1].read, Ok(-5.5));
-}
-
-/// Plays w1_therm: waits for `trigger`, reports `-1` while "converting",
-/// writes new temperatures, then reports `1`.
-fn fake_kernel(f: PathBuf, root: PathBuf, values: Vec<(&'static str, &'static str)>) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while fs::read_to_string(&f)
-        .map(|s| s != "trigger")
-        .unwrap_or(true)
-    {
-        assert!(std::time::Instant::now() < deadline, "never triggered");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    fs::write(&f, "-1\n").expect("write");
-    for (id, _) in &values {
-        fs::write(root.join(id).join("temperature"), "").expect("write");
-    }
-    std::thread::sleep(Duration::from_millis(60));
-    for (id, v) in &values {
-        fs::write(root.join(id).join("temperature"), v).expect("write");
-    }
-    fs::write(&f, "1\n").expect("write");
-}
-
-#[test]
-fn bulk_read_waits_for_the_conversion_to_finish() {
-    let t = Tree::new();
-    t.sensor(A, 20.0).sensor(B, 21.0);
-    let f = t.master("0\n");
-    let kernel = {
-        let (f, root) = (f.clone(), t.root());
-        std::thread::spawn(move || {
-            fake_kernel(f, root, vec![(A, "-18062\n"), (B, "125000\n")]);
-        })
-    };
-    let mut b = W1SysfsBackend::new(t.root(), true);
-    b.set_bulk_timeout(Duration::from_secs(5));
-    let started = std::time::Instant::now();
-    let s = b.sweep(&ids(&[A, B]));
-    kernel.join().expect("fake kernel");
-    // The new values, not the stale ones nor the empty reads of "-1".
-    assert_eq!(s[0].read, Ok(-18.062));
-    assert_eq!(s[1].read, Ok(125.0));
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "returned at the bound, not at 1"
-    );
-}
-
-#[test]
-fn resolution_is_written_before_reading() {
-    let t = Tree::new();
-    t.sensor(A, 20.0).sensor(B, 20.0);
-    let mut b = W1SysfsBackend::new(t.root(), true);
-    b.want_resolution(A, 10);
-    b.sweep(&ids(&[A, B]));
-    assert_eq!(t.read(A, "resolution"), "10\n");
-    assert_eq!(t.read(B, "resolution"), "12\n");
-}
-
-#[test]
-fn scan_lists_sensors_with_resolution_and_power() {
-    let t = Tree::new();
-    t.sensor(B, 3.5).sensor(A, -1.25);
-    t.write(B, "ext_power", "0\n");
-    t.write(B, "resolution", "9\n");
-    t.master("0\n");
-    // Not a DS18B20: ignored.
-    fs::create_dir_all(t.root().join("01-000000000042")).expect("mkdir");
-    let mut b = W1SysfsBackend::new(t.root(), false);
-    let f = b.scan().expect("scan");
-    assert_eq!(f.len(), 2, "{f:?}");
-    assert_eq!((f[0].id.as_str(), f[1].id.as_str()), (B, A)); // sorted
-    assert_eq!(f[0].celsius, Ok(3.5));
-    assert_eq!(f[0].resolution_bits, Some(9));
-    assert_eq!(f[0].parasite, Some(true));
-    assert_eq!(f[1].celsius, Ok(-1.25));
-    assert_eq!(f[1].resolution_bits, Some(12));
-    assert_eq!(f[1].parasite, Some(false));
-}
+// No kernel at all: the bus is not there.
 
 #[test]
 fn scan_without_the_bus_says_how_to_enable_it() {
-    let t = Tree::new();
-    let mut b = W1SysfsBackend::new(t.root(), true);
+    let t = tempfile::tempdir().expect("tempdir");
+    let root = t.path().join("devices");
+    let mut b = W1SysfsBackend::new(&root, true);
     let e = b.scan().expect_err("no root").to_string();
     assert!(e.contains("w1 bus not found at"), "{e}");
-    assert!(e.contains(&t.root().display().to_string()), "{e}");
+    assert!(e.contains(&root.display().to_string()), "{e}");
     assert!(e.contains("dtoverlay=w1-gpio"), "{e}");
 }
 
@@ -364,35 +558,22 @@ fn scan_of_an_unreadable_root_says_permission_denied() {
         println!("note: running as root, chmod 000 does not block reads; skipped");
         return;
     }
-    let t = Tree::new();
-    t.sensor(A, 1.0);
-    fs::set_permissions(t.root(), fs::Permissions::from_mode(0o000)).expect("chmod");
-    let mut b = W1SysfsBackend::new(t.root(), true);
+    let t = tempfile::tempdir().expect("tempdir");
+    let root = t.path().join("devices");
+    fs::create_dir_all(&root).expect("mkdir");
+    fs::set_permissions(&root, fs::Permissions::from_mode(0o000)).expect("chmod");
+    let mut b = W1SysfsBackend::new(&root, true);
     let e = b.scan().expect_err("unreadable").to_string();
-    fs::set_permissions(t.root(), fs::Permissions::from_mode(0o755)).expect("chmod back");
+    fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).expect("chmod back");
     assert!(e.contains("permission denied"), "{e}");
 }
 
 #[test]
 fn a_root_that_is_a_file_is_reported() {
-    let t = Tree::new();
-    fs::write(t.root(), "not a dir").expect("write");
-    let mut b = W1SysfsBackend::new(t.root(), true);
+    let t = tempfile::tempdir().expect("tempdir");
+    let root = t.path().join("devices");
+    fs::write(&root, "not a dir").expect("write");
+    let mut b = W1SysfsBackend::new(&root, true);
     let e = b.scan().expect_err("a file").to_string();
-    assert!(e.contains(&t.root().display().to_string()), "{e}");
-}
-
-#[test]
-fn ids_that_are_not_one_path_component_are_rejected() {
-    let t = Tree::new();
-    t.sensor(A, 1.0);
-    let mut b = W1SysfsBackend::new(t.root(), false);
-    for bad in ["../devices/28-0316a2791dff", "..", ""] {
-        let s = b.sweep(&[bad.to_string()]);
-        assert!(
-            matches!(s[0].read, Err(ReadFault::BadId { .. })),
-            "{bad}: {:?}",
-            s[0].read
-        );
-    }
+    assert!(e.contains(&root.display().to_string()), "{e}");
 }

@@ -135,20 +135,101 @@ impl TomlErrorAt {
             None => self.message.clone(),
         }
     }
+
+    /// The message, prefixed with ``key `path`: `` as the daemon's other
+    /// configuration errors name their key, when the parser's message does
+    /// not name it.
+    pub fn message_naming_key(&self) -> String {
+        match &self.key {
+            Some(k) => format!("key `{k}`: {}", self.message),
+            None => self.message.clone(),
+        }
+    }
+}
+
+/// The key path (`mqtt.keep_alive_secs`, `sensor[1].resolution`) of the
+/// key or value at byte `offset` of `src`, when one is there.
+pub fn key_path_at(src: &str, offset: usize) -> Option<String> {
+    use toml_edit::{Item, Table, Value};
+    fn join(path: &str, key: &str) -> String {
+        if path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{path}.{key}")
+        }
+    }
+    fn value(v: &Value, path: &str, offset: usize) -> Option<String> {
+        let inner = match v {
+            Value::Array(a) => a
+                .iter()
+                .enumerate()
+                .find_map(|(i, v)| value(v, &format!("{path}[{i}]"), offset)),
+            Value::InlineTable(t) => t.iter().find_map(|(k, v)| {
+                let p = join(path, k);
+                let on_key = t
+                    .key(k)
+                    .and_then(|k| k.span())
+                    .is_some_and(|s| s.contains(&offset));
+                if on_key {
+                    Some(p)
+                } else {
+                    value(v, &p, offset)
+                }
+            }),
+            _ => None,
+        };
+        inner.or_else(|| {
+            v.span()
+                .filter(|s| s.contains(&offset))
+                .map(|_| path.to_string())
+        })
+    }
+    fn item(it: &Item, path: &str, offset: usize) -> Option<String> {
+        match it {
+            Item::Value(v) => value(v, path, offset),
+            Item::Table(t) => table(t, path, offset),
+            Item::ArrayOfTables(a) => a
+                .iter()
+                .enumerate()
+                .find_map(|(i, t)| table(t, &format!("{path}[{i}]"), offset)),
+            Item::None => None,
+        }
+    }
+    fn table(t: &Table, path: &str, offset: usize) -> Option<String> {
+        t.iter().find_map(|(k, it)| {
+            let p = join(path, k);
+            let on_key = t
+                .key(k)
+                .and_then(|k| k.span())
+                .is_some_and(|s| s.contains(&offset));
+            if on_key {
+                Some(p)
+            } else {
+                item(it, &p, offset)
+            }
+        })
+    }
+    let doc = toml_edit::ImDocument::parse(src).ok()?;
+    table(doc.as_table(), "", offset).filter(|p| !p.is_empty())
 }
 
 /// Places `e`, an error from parsing `src`, at its line and column (1:1 when
-/// the error has no span) and finds the key written on that line.
+/// the error has no span) and finds its key: the whole path of the key or
+/// value at the error (`mqtt.keep_alive_secs`, `sensor[1].resolution`), or
+/// else the key written on that line.
 pub fn toml_error(src: &str, e: &toml::de::Error) -> TomlErrorAt {
     let (line, column) = e.span().map_or((1, 1), |s| line_col(src, s.start));
     let message = e.message().to_string();
-    let key = src
-        .lines()
-        .nth(line - 1)
-        .and_then(|l| l.split_once('='))
-        .map(|(k, _)| k.trim())
-        .filter(|k| !k.is_empty() && !message.contains(k))
-        .map(str::to_string);
+    let key = e
+        .span()
+        .and_then(|s| key_path_at(src, s.start))
+        .or_else(|| {
+            src.lines()
+                .nth(line - 1)
+                .and_then(|l| l.split_once('='))
+                .map(|(k, _)| k.trim().to_string())
+        })
+        .filter(|k| !k.is_empty() && !message.contains(k.as_str()));
     TomlErrorAt {
         line,
         column,
@@ -207,5 +288,17 @@ mod tests {
         let src = "a = 1\nb = 2\nc = 3\n";
         let e = toml::from_str::<T>(src).expect_err("c is unknown");
         assert_eq!(toml_error(src, &e).line, 3);
+    }
+
+    #[test]
+    fn key_paths_are_found_for_values_keys_and_inline_values() {
+        let src = "a = 1\n[t]\nb = { c = [1, \"x\"] }\n[[s]]\nd = 2\n[[s]]\ne.f = 3\n";
+        let at = |needle: &str| key_path_at(src, src.find(needle).expect("needle"));
+        assert_eq!(at("1\n").as_deref(), Some("a"));
+        assert_eq!(at("\"x\"").as_deref(), Some("t.b.c[1]"));
+        assert_eq!(at("c =").as_deref(), Some("t.b.c"));
+        assert_eq!(at("2\n").as_deref(), Some("s[0].d"));
+        assert_eq!(at("3\n").as_deref(), Some("s[1].e.f"));
+        assert_eq!(key_path_at(src, src.len() + 10), None);
     }
 }

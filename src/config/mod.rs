@@ -19,7 +19,7 @@ pub use sensors::{
     Backend, DefaultThresholds, GpioConfig, GpioDriver, SensorConfig, SensorsConfig, SimConfig,
     SimFault, SimFaultKind, W1Config,
 };
-pub use validate::{is_topic_word, Problem};
+pub use validate::{client_id_problem, is_topic_word, topic_prefix_problem, Problem};
 
 /// Where the daemon looks for its configuration unless `--config` says otherwise.
 pub const DEFAULT_PATH: &str = "/etc/thermalert/thermalertd.toml";
@@ -164,11 +164,8 @@ impl HomeAssistantConfig {
         if !self.enabled {
             return Ok(());
         }
-        if !validate::is_topic_prefix(&self.discovery_prefix) {
-            return Err((
-                "discovery_prefix",
-                "must be non-empty, without '+', '#' or a leading/trailing '/'".into(),
-            ));
+        if let Some(why) = validate::topic_prefix_problem(&self.discovery_prefix) {
+            return Err(("discovery_prefix", why.to_string()));
         }
         if !publish_readings {
             return Err((
@@ -296,12 +293,14 @@ impl Config {
     /// without checking what it means.
     pub fn from_toml(src: &str, path: &Path) -> Result<Self, ConfigError> {
         let mut cfg: Config = toml::from_str(src).map_err(|e| {
+            // A value of the wrong type (or an unknown key) names its key
+            // path, as the meaning errors do.
             let at = locate::toml_error(src, &e);
             ConfigError::Syntax {
                 path: path.to_path_buf(),
                 line: at.line,
                 column: at.column,
-                message: at.message,
+                message: at.message_naming_key(),
             }
         })?;
         let m = &mut cfg.mqtt;

@@ -133,14 +133,15 @@ fn scan(cfg: &Config) -> i32 {
         return 1;
     }
     println!(
-        "{:<18} {:>10} {:>5} {:<9} CONFIGURED",
-        "ROM ID", "CELSIUS", "BITS", "POWER"
+        "{:<18} {:<15} {:>10} {:>5} {:<9} CONFIGURED",
+        "ROM ID", "FAMILY", "CELSIUS", "BITS", "POWER"
     );
     for f in &found {
         let configured = cfg.sensor.iter().find(|s| s.id == f.id);
         println!(
-            "{:<18} {:>10} {:>5} {:<9} {}",
+            "{:<18} {:<15} {:>10} {:>5} {:<9} {}",
             f.id,
+            f.family.unwrap_or("?"),
             match &f.celsius {
                 Ok(c) => format!("{c:.3}"),
                 Err(e) => format!("({e})"),

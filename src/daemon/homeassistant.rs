@@ -40,6 +40,14 @@ pub const SYNC_LEVEL: &str = "thermalertd-sync";
 /// The template that turns an alert into the problem entity's state.
 pub const PROBLEM_TEMPLATE: &str = "{{ 'ON' if (value_json is defined and value_json.level in ['WARNING', 'CRITICAL', 'FAULT']) else 'OFF' }}";
 
+/// The template that turns an alert into the problem entity's attributes:
+/// the alert's fields, or `{}` for the empty retained message that clears
+/// the alert topic (at every start, and when a sensor leaves CRITICAL).
+/// Home Assistant parses what the template gives as JSON, so it always
+/// gets an object and never logs "Erroneous JSON".
+pub const ATTRIBUTES_TEMPLATE: &str =
+    "{{ value_json | to_json if (value_json is defined and value_json is mapping) else '{}' }}";
+
 /// One retained discovery message to publish.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Publication {
@@ -166,6 +174,7 @@ impl Discovery {
             "payload_off": "OFF",
             "device_class": "problem",
             "json_attributes_topic": self.topics.alert(id),
+            "json_attributes_template": ATTRIBUTES_TEMPLATE,
             "availability": self.availability(),
             "device": self.device(),
             "origin": Self::origin(),

@@ -49,6 +49,13 @@ pub fn adopt_unconfigured(mut cfg: Config, backend: &mut dyn sensor::Backend) ->
     cfg
 }
 
+/// One sweep's results.
+pub struct Sweep {
+    pub samples: Vec<Sample>,
+    /// The backend's status note after this sweep (a slower mode, and why).
+    pub note: Option<String>,
+}
+
 /// The sensor thread: sweeps every poll interval until `stop` is
 /// cancelled (or the sweeps' receiver is gone), takes reloaded
 /// configurations from `reload` (applied before the next sweep), and
@@ -57,7 +64,7 @@ pub fn adopt_unconfigured(mut cfg: Config, backend: &mut dyn sensor::Backend) ->
 pub fn spawn(
     cfg: &Config,
     mut backend: Box<dyn sensor::Backend>,
-    tx: mpsc::Sender<Vec<Sample>>,
+    tx: mpsc::Sender<Sweep>,
     stop: CancellationToken,
     beat: Arc<Heartbeat>,
     reload: Receiver<Config>,
@@ -69,6 +76,10 @@ pub fn spawn(
         .spawn(move || {
             let mut next = Instant::now();
             let mut reloaded: Vec<Config> = Vec::new();
+            // A backend that learns mid-sweep how long the sweep takes
+            // (the w1 bulk conversion confirmed or not) re-promises.
+            let b = beat.clone();
+            backend.set_deadline_hook(Arc::new(move |rest| b.due_by(Instant::now() + rest)));
             beat.due_by(next + backend.sweep_budget(ids.len()));
             while !stop.is_cancelled() {
                 reloaded.extend(reload.try_iter());
@@ -78,7 +89,8 @@ pub fn spawn(
                     interval = Duration::from_millis(c.sensors.poll_interval_ms);
                 }
                 let samples = backend.sweep(&ids);
-                if tx.blocking_send(samples).is_err() {
+                let note = backend.status_note();
+                if tx.blocking_send(Sweep { samples, note }).is_err() {
                     return;
                 }
                 next += interval;
@@ -145,7 +157,7 @@ mod tests {
         let beat = Arc::new(Heartbeat::new("sensor loop", Instant::now()));
         let t = spawn(&cfg, Box::new(Fake), tx, stop.clone(), beat, ctl_rx).expect("thread");
         let first = rx.blocking_recv().expect("the first sweep");
-        assert_eq!(first.len(), 1);
+        assert_eq!(first.samples.len(), 1);
         stop.cancel();
         drop(ctl);
         let started = Instant::now();
@@ -166,13 +178,13 @@ mod tests {
         let stop = CancellationToken::new();
         let beat = Arc::new(Heartbeat::new("sensor loop", Instant::now()));
         let t = spawn(&cfg, Box::new(Fake), tx, stop.clone(), beat, ctl_rx).expect("thread");
-        assert_eq!(rx.blocking_recv().expect("sweep")[0].id, "a");
+        assert_eq!(rx.blocking_recv().expect("sweep").samples[0].id, "a");
         let mut two = cfg.clone();
         two.sensor.push(cfg.sensors.defaults.sensor("b"));
         ctl.send(two).expect("send");
         // Sweeps already under way may still list one sensor.
         let ids = loop {
-            let s = rx.blocking_recv().expect("sweep");
+            let s = rx.blocking_recv().expect("sweep").samples;
             if s.len() == 2 {
                 break s.into_iter().map(|s| s.id).collect::<Vec<_>>();
             }

@@ -33,7 +33,7 @@ use crate::core::gateway::{Action, Gateway, Kind, Now, Outcome, Publish};
 use crate::mqtt::conn::{self, Endpoint, Link};
 use crate::mqtt::payload;
 use crate::outbox::{self, Disk, OutboxError, Queue};
-use crate::sensor::{self, Sample};
+use crate::sensor;
 use crate::sys::backoff::Backoff;
 use crate::sys::shutdown::Shutdown;
 use crate::sys::systemd::{Heartbeat, Notify};
@@ -86,6 +86,8 @@ struct Shell {
     sync_tx: mpsc::UnboundedSender<Synced>,
     /// Whether the wall clock was synchronised at the last sweep.
     clock_synced: bool,
+    /// The sensor backend's status note, for the status line.
+    sensor_note: Option<String>,
 }
 
 /// Runs the gateway until SIGTERM or SIGINT; SIGHUP reloads `config_path`.
@@ -113,7 +115,7 @@ pub async fn run(cfg: Config, endpoint: Endpoint, config_path: &Path) -> Result<
 
     let mut backend = sensor::Reopening::open(&cfg.sensors, &cfg.sensor);
     let cfg = poller::adopt_unconfigured(cfg, &mut backend);
-    let (sweep_tx, mut sweep_rx) = mpsc::channel::<Vec<Sample>>(4);
+    let (sweep_tx, mut sweep_rx) = mpsc::channel::<poller::Sweep>(4);
     let sensor_beat = Arc::new(Heartbeat::new("sensor loop", Instant::now()));
     let (sensors_ctl, sensors_ctl_rx) = std::sync::mpsc::channel::<Config>();
     let sensor_thread = poller::spawn(
@@ -157,6 +159,7 @@ pub async fn run(cfg: Config, endpoint: Endpoint, config_path: &Path) -> Result<
         done_tx,
         sync_tx,
         clock_synced: crate::sys::clock::synced_now(),
+        sensor_note: None,
     };
     let cfg = d.gateway.config();
     log::info!(
@@ -186,7 +189,7 @@ pub async fn run(cfg: Config, endpoint: Endpoint, config_path: &Path) -> Result<
     let mut sighup = signal(SignalKind::hangup()).map_err(signal_error("SIGHUP"))?;
     let mut housekeeping = tokio::time::interval(d.gateway.timings().tick);
     let mut watchdog = notify.watchdog_interval().map(tokio::time::interval);
-    notify.ready(|| status::info(&d.gateway));
+    notify.ready(|| status::info(&d.gateway, d.sensor_note.clone()));
     loop {
         let actions = tokio::select! {
             _ = sigterm.recv() => { log::info!("SIGTERM: stopping"); break; }
@@ -196,12 +199,13 @@ pub async fn run(cfg: Config, endpoint: Endpoint, config_path: &Path) -> Result<
                 let actions = d.reload(config_path);
                 d.execute(actions).await;
                 d.homeassistant_after_reload().await;
-                notify.ready(|| status::info(&d.gateway));
+                notify.ready(|| status::info(&d.gateway, d.sensor_note.clone()));
                 Vec::new()
             }
-            Some(samples) = sweep_rx.recv() => {
+            Some(sweep) = sweep_rx.recv() => {
+                d.sensor_note = sweep.note;
                 let now = d.sweep_now();
-                d.gateway.on_sweep(samples, now)
+                d.gateway.on_sweep(sweep.samples, now)
             }
             Some(link) = link_rx.recv() => d.on_link(link).await,
             Some((seq, res)) = done_rx.recv() => d.gateway.on_published(seq, outcome(res), d.now()),
@@ -225,7 +229,7 @@ pub async fn run(cfg: Config, endpoint: Endpoint, config_path: &Path) -> Result<
         d.execute(actions).await;
         let actions = d.gateway.flush(d.now());
         d.execute(actions).await;
-        notify.status(|| status::info(&d.gateway));
+        notify.status(|| status::info(&d.gateway, d.sensor_note.clone()));
     }
 
     // Shutdown: stop the sensors (and wake their thread), publish the

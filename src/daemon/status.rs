@@ -55,7 +55,8 @@ pub fn will(cfg: &Config, topics: &Topics) -> LastWill {
     )
 }
 
-/// What the systemd status line says about the gateway.
-pub fn info(g: &Gateway) -> StatusInfo {
-    StatusInfo::new(g.config(), g.connected(), g.last_alert())
+/// What the systemd status line says about the gateway (and the sensor
+/// backend's `note`).
+pub fn info(g: &Gateway, note: Option<String>) -> StatusInfo {
+    StatusInfo::new(g.config(), g.connected(), g.last_alert()).with_note(note)
 }

@@ -13,6 +13,133 @@ use std::time::Duration;
 /// The DS18B20's family code, ROM byte 0.
 pub const FAMILY_DS18B20: u8 = 0x28;
 
+/// A temperature sensor family the Linux kernel's w1_therm driver binds
+/// (`drivers/w1/slaves/w1_therm.c`: the `W1_THERM_*` family codes and the
+/// `w1_therm_families[]` table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThermFamily {
+    /// ROM byte 0; the kernel's device name starts with it (`28-...`).
+    pub code: u8,
+    pub name: &'static str,
+    /// `w1_therm_family_converter.bulk_read`: the family takes part in a
+    /// `therm_bulk_read` conversion. DS28EA00 does not: every read of it
+    /// converts on its own.
+    pub bulk_read: bool,
+    /// Has a configuration register with R1 R0 (resolution 9..12 bits):
+    /// every family but DS18S20 (`w1_ds18s20_attrs` has no `resolution`).
+    pub resolution: bool,
+}
+
+/// Every family w1_therm drives, in the kernel's table order.
+pub const THERM_FAMILIES: [ThermFamily; 5] = [
+    ThermFamily {
+        code: 0x10,
+        name: "DS18S20",
+        bulk_read: true,
+        resolution: false,
+    },
+    ThermFamily {
+        code: 0x22,
+        name: "DS1822",
+        bulk_read: true,
+        resolution: true,
+    },
+    ThermFamily {
+        code: FAMILY_DS18B20,
+        name: "DS18B20",
+        bulk_read: true,
+        resolution: true,
+    },
+    ThermFamily {
+        code: 0x42,
+        name: "DS28EA00",
+        bulk_read: false,
+        resolution: true,
+    },
+    ThermFamily {
+        code: 0x3B,
+        name: "DS1825/MAX31850",
+        bulk_read: true,
+        resolution: true,
+    },
+];
+
+impl ThermFamily {
+    pub fn of_code(code: u8) -> Option<Self> {
+        THERM_FAMILIES.iter().copied().find(|f| f.code == code)
+    }
+
+    /// The family of a kernel device name such as `28-0316a2791dff`.
+    pub fn of_id(id: &str) -> Option<Self> {
+        Self::of_code(family_code_of_id(id)?)
+    }
+}
+
+/// The family code of a kernel device name (`ff-` + 12 hex digits), or
+/// `None` when the name is not one.
+pub fn family_code_of_id(id: &str) -> Option<u8> {
+    let (family, serial) = id.split_once('-')?;
+    if family.len() != 2 || serial.len() != 12 || !serial.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u8::from_str_radix(family, 16).ok()
+}
+
+/// Why a scratchpad that passed its CRC still cannot be a measurement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NotReady {
+    /// Nine zero bytes: a half-connected sensor holding the line low. The
+    /// CRC of zeros is zero, so the kernel says `crc=00 YES` and `t=0`;
+    /// w1thermsensor rejects exactly this line as "not ready"
+    /// (`core.py`, `get_raw_sensor_strings`).
+    #[error(
+        "all nine scratchpad bytes read 0 (a half-connected sensor or data line held low), not 0 C"
+    )]
+    AllZero,
+    /// Byte 4 has bits the family never reads back that way.
+    #[error("scratchpad byte 4 is {byte:#04x}, impossible for a {family}")]
+    Config { byte: u8, family: &'static str },
+    /// DS18S20 byte 7 (COUNT_PER_C) is 0: w1_therm's
+    /// `w1_DS18S20_convert_temp()` then returns 0 ("Invalid argument").
+    #[error("DS18S20 COUNT_PER_C (byte 7) is 0")]
+    CountPerC,
+}
+
+/// Checks what the CRC cannot: a scratchpad of all zeros, or one whose
+/// configuration byte the family could not have sent. Families:
+/// DS18B20 / DS1822 / DS28EA00 read `0 R1 R0 1 1 1 1 1` (datasheets,
+/// "Configuration Register"); DS1825 reads bit 4 as 1 (bits 3..0 are its
+/// address pins), as does the MAX31850 that shares its family code (bits
+/// 7..4 read 1); DS18S20 bytes 4 and 5 are reserved and "return all 1s
+/// when read", and its byte 7 is COUNT_PER_C (0x10).
+pub fn check_scratchpad(family: u8, sp: &[u8; 9]) -> Result<(), NotReady> {
+    if sp.iter().all(|&b| b == 0) {
+        return Err(NotReady::AllZero);
+    }
+    let Some(f) = ThermFamily::of_code(family) else {
+        return Ok(());
+    };
+    let b4 = sp[4];
+    let ok = match family {
+        0x10 => {
+            if sp[7] == 0 {
+                return Err(NotReady::CountPerC);
+            }
+            b4 == 0xFF
+        }
+        0x3B => b4 & 0x10 != 0,
+        _ => b4 & 0x9F == 0x1F,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(NotReady::Config {
+            byte: b4,
+            family: f.name,
+        })
+    }
+}
+
 /// ROM and function commands (datasheet: "ROM Commands", "Function Commands").
 pub mod cmd {
     pub const SEARCH_ROM: u8 = 0xF0;
@@ -196,6 +323,9 @@ pub enum ScratchpadError {
     /// Every byte read 0xFF: nothing answered the read slots.
     #[error("no device answered (all ones)")]
     NoDevice,
+    /// The CRC holds but the bytes cannot be a DS18B20's ([`check_scratchpad`]).
+    #[error("sensor not ready: {0}")]
+    NotReady(NotReady),
 }
 
 /// A DS18B20 scratchpad decoded: the temperature and the configuration.
@@ -227,6 +357,7 @@ pub fn decode_scratchpad(bytes: &[u8; 9]) -> Result<Scratchpad, ScratchpadError>
     if crc8(bytes) != 0 {
         return Err(ScratchpadError::Crc);
     }
+    check_scratchpad(FAMILY_DS18B20, bytes).map_err(ScratchpadError::NotReady)?;
     let resolution = Resolution::from_config(bytes[4]);
     let (raw, celsius) = decode_temperature(bytes[0], bytes[1], resolution);
     Ok(Scratchpad {
@@ -385,6 +516,90 @@ mod tests {
         assert!(d.power_on_reset);
         let real85 = build_scratchpad(0x0550, 75, 70, Resolution::Bits12, 0x0B);
         assert!(!decode_scratchpad(&real85).expect("valid").power_on_reset);
+        // Nine zeros pass the CRC (it is 0) but are no reading.
+        assert_eq!(
+            decode_scratchpad(&[0; 9]),
+            Err(ScratchpadError::NotReady(NotReady::AllZero))
+        );
+    }
+
+    #[test]
+    fn the_kernels_families_are_known_by_name_and_bulk_support() {
+        let names: Vec<_> = ["10-", "22-", "28-", "3b-", "42-"]
+            .iter()
+            .map(|p| ThermFamily::of_id(&format!("{p}0316a2791dff")).map(|f| f.name))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                Some("DS18S20"),
+                Some("DS1822"),
+                Some("DS18B20"),
+                Some("DS1825/MAX31850"),
+                Some("DS28EA00")
+            ]
+        );
+        assert_eq!(
+            ThermFamily::of_id("3B-0316a2791dff").map(|f| f.code),
+            Some(0x3B)
+        );
+        // Only DS28EA00 lacks the kernel's bulk read.
+        let solo: Vec<_> = THERM_FAMILIES.iter().filter(|f| !f.bulk_read).collect();
+        assert_eq!(solo.len(), 1);
+        assert_eq!(solo[0].code, 0x42);
+        for bad in [
+            "01-0316a2791dff",
+            "28-0316a2791df",
+            "28_0316a2791dff",
+            "w1_bus_master1",
+            "",
+            "28-0316a2791dfg",
+        ] {
+            assert_eq!(ThermFamily::of_id(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn scratchpads_that_cannot_be_readings_are_not_ready() {
+        let good = [0x72, 0x01, 0x4b, 0x46, 0x7f, 0xff, 0x0e, 0x10, 0x57];
+        for fam in [0x28, 0x22, 0x42, 0x3B] {
+            assert_eq!(check_scratchpad(fam, &good), Ok(()), "{fam:#x}");
+            assert_eq!(check_scratchpad(fam, &[0; 9]), Err(NotReady::AllZero));
+        }
+        for r in Resolution::ALL {
+            let sp = build_scratchpad(0, 75, 70, r, 0x10);
+            assert_eq!(check_scratchpad(0x28, &sp), Ok(()), "{r:?}");
+        }
+        // A configuration byte with a fixed bit cleared.
+        let mut odd = good;
+        odd[4] = 0x7E;
+        assert!(matches!(
+            check_scratchpad(0x28, &odd),
+            Err(NotReady::Config {
+                byte: 0x7E,
+                family: "DS18B20"
+            })
+        ));
+        // DS1825: address pins in bits 3..0, bit 4 reads 1; MAX31850: 0xF?.
+        let mut ds1825 = good;
+        ds1825[4] = 0x73;
+        assert_eq!(check_scratchpad(0x3B, &ds1825), Ok(()));
+        ds1825[4] = 0xF5;
+        assert_eq!(check_scratchpad(0x3B, &ds1825), Ok(()));
+        ds1825[4] = 0x63;
+        assert!(check_scratchpad(0x3B, &ds1825).is_err());
+        // DS18S20: bytes 4 and 5 read 0xFF, byte 7 is COUNT_PER_C.
+        let s20 = [0x2e, 0x00, 0x4b, 0x46, 0xff, 0xff, 0x0c, 0x10, 0x00];
+        assert_eq!(check_scratchpad(0x10, &s20), Ok(()));
+        let mut s20b = s20;
+        s20b[4] = 0x7f;
+        assert!(check_scratchpad(0x10, &s20b).is_err());
+        s20b = s20;
+        s20b[7] = 0;
+        assert_eq!(check_scratchpad(0x10, &s20b), Err(NotReady::CountPerC));
+        // Unknown families: only the all-zero check.
+        assert_eq!(check_scratchpad(0x01, &odd), Ok(()));
+        assert_eq!(check_scratchpad(0x01, &[0; 9]), Err(NotReady::AllZero));
     }
 
     proptest! {

@@ -78,6 +78,10 @@ pub enum ReadFault {
     PowerOnReset,
     #[error("{0} C is outside the DS18B20's range of -55..+125 C")]
     OutOfRange(f64),
+    /// The sensor answered with bytes that pass the CRC but cannot be a
+    /// measurement (all zeros, an impossible configuration byte).
+    #[error("sensor not ready: {0}")]
+    NotReady(crate::onewire::NotReady),
 }
 
 fn on_pin(pin: Option<u8>) -> String {

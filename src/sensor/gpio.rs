@@ -47,6 +47,8 @@ enum Attempt {
     /// No presence pulse, or nothing answered the read slots.
     Absent,
     Crc,
+    /// The CRC holds but the bytes cannot be a reading (all zeros).
+    NotReady(crate::onewire::NotReady),
     Bus(BusFault),
 }
 
@@ -65,6 +67,7 @@ fn fault(a: Attempt, pin: Option<u8>) -> ReadFault {
     match a {
         Attempt::Absent => ReadFault::Missing,
         Attempt::Crc => ReadFault::Crc,
+        Attempt::NotReady(n) => ReadFault::NotReady(n),
         Attempt::Bus(fault) => ReadFault::Bus { pin, fault },
     }
 }
@@ -199,6 +202,7 @@ where
                     Ok(_) => return Ok(sp),
                     Err(ScratchpadError::Crc) => Attempt::Crc,
                     Err(ScratchpadError::NoDevice) => Attempt::Absent,
+                    Err(ScratchpadError::NotReady(n)) => Attempt::NotReady(n),
                 },
                 Err(a) => a,
             };
@@ -406,6 +410,7 @@ where
             .into_iter()
             .zip(parasite)
             .map(|(s, parasite)| Found {
+                family: Some("DS18B20"),
                 resolution_bits: self.seen.get(&s.id).map(|r| r.bits()),
                 id: s.id,
                 celsius: s.read,

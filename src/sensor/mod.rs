@@ -7,6 +7,7 @@ pub mod gpio;
 pub mod sim;
 pub mod w1_sysfs;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{Backend as BackendKind, SensorConfig, SensorsConfig};
@@ -23,11 +24,17 @@ pub struct Sample {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Found {
     pub id: String,
+    /// The device family's name (`DS18B20`, `DS18S20`, ...), when known.
+    pub family: Option<&'static str>,
     pub celsius: Result<f64, ReadFault>,
     pub resolution_bits: Option<u8>,
     /// `Some(true)` for parasite power, when the backend can tell.
     pub parasite: Option<bool>,
 }
+
+/// What the poll loop hands a backend to re-promise, during a sweep, how
+/// much longer the sweep will take (its watchdog heartbeat).
+pub type DeadlineHook = Arc<dyn Fn(Duration) + Send + Sync>;
 
 /// A source of temperatures.
 pub trait Backend: Send {
@@ -53,6 +60,17 @@ pub trait Backend: Send {
     fn sweep_budget(&self, sensors: usize) -> Duration {
         Duration::from_millis(100 + 20 * sensors as u64)
     }
+
+    /// Takes the poll loop's [`DeadlineHook`]: a backend that learns during
+    /// a sweep that it will take longer or shorter than
+    /// [`Backend::sweep_budget`] said calls it with the time still needed.
+    fn set_deadline_hook(&mut self, _hook: DeadlineHook) {}
+
+    /// A short line for the service status when the backend runs in a
+    /// slower mode than it could (and why), `None` otherwise.
+    fn status_note(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A backend that could not be opened (the w1 bus is not there yet, the
@@ -64,6 +82,7 @@ pub struct Reopening {
     section: SensorsConfig,
     sensors: Vec<SensorConfig>,
     inner: Option<Box<dyn Backend>>,
+    hook: Option<DeadlineHook>,
     last_try: std::time::Instant,
     /// Why `inner` is `None`.
     reason: Option<Cause>,
@@ -88,6 +107,7 @@ impl Reopening {
             section: section.clone(),
             sensors: sensors.to_vec(),
             inner,
+            hook: None,
             last_try: std::time::Instant::now(),
             reason,
         }
@@ -110,8 +130,11 @@ impl Backend for Reopening {
         if self.inner.is_none() && self.last_try.elapsed() >= Self::RETRY {
             self.last_try = std::time::Instant::now();
             match open(&self.section, &self.sensors) {
-                Ok(b) => {
+                Ok(mut b) => {
                     log::info!("sensor backend available again");
+                    if let Some(h) = &self.hook {
+                        b.set_deadline_hook(h.clone());
+                    }
                     self.inner = Some(b);
                     self.reason = None;
                 }
@@ -156,6 +179,20 @@ impl Backend for Reopening {
         self.inner
             .as_ref()
             .map_or(Duration::from_millis(100), |b| b.sweep_budget(sensors))
+    }
+
+    fn set_deadline_hook(&mut self, hook: DeadlineHook) {
+        if let Some(b) = &mut self.inner {
+            b.set_deadline_hook(hook.clone());
+        }
+        self.hook = Some(hook);
+    }
+
+    fn status_note(&self) -> Option<String> {
+        match &self.inner {
+            Some(b) => b.status_note(),
+            None => Some(format!("sensor backend unavailable: {}", self.reason())),
+        }
     }
 }
 

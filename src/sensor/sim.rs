@@ -123,6 +123,7 @@ impl Backend for SimBackend {
             .into_iter()
             .map(|id| Found {
                 id: id.clone(),
+                family: crate::onewire::ThermFamily::of_id(id).map(|f| f.name),
                 celsius: self.read(id, t),
                 resolution_bits: Some(12),
                 parasite: Some(false),

@@ -131,6 +131,8 @@ pub struct StatusInfo {
     pub broker: String,
     pub sensors: usize,
     pub last_alert: Option<LastAlert>,
+    /// The sensor backend's note (a slower conversion mode, and why).
+    pub note: Option<String>,
 }
 
 impl StatusInfo {
@@ -140,7 +142,14 @@ impl StatusInfo {
             broker: format!("{}:{}", cfg.mqtt.host, cfg.mqtt.port),
             sensors: cfg.sensor.len(),
             last_alert: last_alert.map(LastAlert::from),
+            note: None,
         }
+    }
+
+    /// With the sensor backend's note.
+    pub fn with_note(mut self, note: Option<String>) -> Self {
+        self.note = note;
+        self
     }
 }
 
@@ -169,6 +178,10 @@ pub fn status_text(s: &StatusInfo, stalled: &[&'static str]) -> String {
             out.push_str(&format!(" at {}", a.ts));
         }
         None => out.push_str("; no alert yet"),
+    }
+    if let Some(n) = &s.note {
+        out.push_str("; ");
+        out.push_str(n);
     }
     out
 }
@@ -395,7 +408,20 @@ mod tests {
             broker: "localhost:8883".into(),
             sensors: 3,
             last_alert: last,
+            note: None,
         }
+    }
+
+    #[test]
+    fn the_status_line_carries_the_sensor_backends_note() {
+        let i = info(true, None).with_note(Some(
+            "w1: converting per sensor (sensors.w1.bulk_read = false), about 2.4 s per sweep"
+                .into(),
+        ));
+        assert_eq!(
+            status_text(&i, &[]),
+            "connected to localhost:8883; 3 sensors; no alert yet; w1: converting per sensor (sensors.w1.bulk_read = false), about 2.4 s per sweep"
+        );
     }
 
     #[test]
