@@ -548,29 +548,42 @@ impl Notifier {
     async fn on_link(&mut self, link: Link) {
         match link {
             Link::Connected {
-                session_present, ..
+                session_present,
+                shared_subscriptions,
+                ..
             } => {
                 let events = self.watch.on_link_up(std::time::Instant::now());
+                // A broker without shared subscriptions (ejabberd) ends the
+                // connection on a `$share/...` filter: every member then
+                // takes every alert, and skips those another member already
+                // answered (see "Fleets" in the README).
+                let alerts_filter = if shared_subscriptions {
+                    self.channels.alerts_filter(&self.settings.prefix)
+                } else {
+                    if self.channels.share_group.is_some() {
+                        log::warn!(
+                            "the broker has no shared subscriptions: every member of the share group receives every alert, and skips those another member already answered"
+                        );
+                    }
+                    topics::all_alerts(&self.settings.prefix)
+                };
                 self.on_watch(events);
                 if session_present {
                     log::info!("session resumed: subscriptions kept");
-                    if self.channels.share_group.is_some() {
+                    if self.channels.share_group.is_some() && shared_subscriptions {
                         // Some brokers (Mosquitto 2.0.11 after a restart
                         // from its persistence file) resume the session
                         // without its shared subscriptions: subscribe again
                         // (idempotent; retained messages never go to shared
                         // subscriptions).
-                        let f = self.channels.alerts_filter(&self.settings.prefix);
-                        if let Err(e) = self.client.subscribe(f, QoS::ExactlyOnce).await {
+                        if let Err(e) = self.client.subscribe(alerts_filter, QoS::ExactlyOnce).await
+                        {
                             log::error!("cannot renew the shared subscription: {e}");
                         }
                     }
                     return;
                 }
-                let filters = [
-                    self.channels.alerts_filter(&self.settings.prefix),
-                    topics::all_statuses(&self.settings.prefix),
-                ];
+                let filters = [alerts_filter, topics::all_statuses(&self.settings.prefix)];
                 // Readings at QoS 0, only to notice when they stop.
                 let readings = topics::all_readings(&self.settings.prefix);
                 // In a share group, the other members' answers.
