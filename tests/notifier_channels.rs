@@ -365,3 +365,113 @@ fn status_without_a_sentinel_falls_back_to_a_bounded_quiet_period() {
         "bounded by the quiet period, not the timeout"
     );
 }
+
+fn test_alert(id: &str) -> String {
+    format!(
+        "{{\"id\":\"{id}\",\"gateway\":\"gw1\",\"sensor\":\"s1\",\"name\":\"freezer\",\"level\":\"CRITICAL\",\"celsius\":45.0,\"threshold\":40.0,\"ts\":\"2026-01-01T00:00:00.000Z\",\"message\":\"m\"}}"
+    )
+}
+
+/// Whether process `pid` runs (a zombie not yet reaped counts as dead).
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+    })
+}
+
+#[test]
+fn a_hook_running_at_sigterm_completes_and_its_answer_reaches_the_gateway() {
+    let t = tmp();
+    let broker = Broker::start(&t.path().join("b"));
+    let obs = broker.observe(&["thermalert/gw1/acks", "test/sync/#"]);
+    let (started, release) = (t.path().join("started"), t.path().join("release"));
+    mkfifo(&started);
+    mkfifo(&release);
+    let script = format!(
+        "echo go > {s}; read x < {r}; exit 0",
+        s = started.display(),
+        r = release.display()
+    );
+    let mut n = notifier_env(
+        &broker,
+        "stopping",
+        &["--exec", &script, "--no-desktop"],
+        &[],
+    );
+    broker.publish_alert("gw1", "s1", test_alert("a-1").as_bytes(), "a-1");
+    assert_eq!(read_fifo(&started).trim(), "go");
+    // SIGTERM while the hook runs: the notifier waits for it.
+    n.signal("TERM");
+    n.err
+        .wait_contains("waiting up to 10s for 1 running hook(s)");
+    broker.sync(&obs, "hook-running");
+    assert_eq!(acks(&obs).len(), 0, "not answered before the hook ends");
+    assert!(n.is_running(), "still there for the hook");
+    std::fs::write(&release, "x\n").expect("release the hook");
+    let answer = obs.out.wait("the hook's answer", |l| {
+        l.starts_with("MSG|thermalert/gw1/acks|")
+    });
+    let answer = json(&parse_seen(&answer).expect("seen").payload);
+    assert_eq!(answer["alert_id"], "a-1");
+    assert_eq!(answer["status"], "delivered");
+    assert_eq!(n.wait_exit(WAIT), Some(0));
+    n.err.wait_contains("hook for alert a-1 succeeded");
+}
+
+#[test]
+fn a_hook_past_the_shutdown_deadline_is_killed_with_its_process_group() {
+    let t = tmp();
+    let broker = Broker::start(&t.path().join("b"));
+    let obs = broker.observe(&["thermalert/gw1/acks"]);
+    let pidfile = t.path().join("child.pid");
+    // The hook's child (a mailer, say) outlives the notifier's deadline.
+    let script = format!("sleep 300 & echo $! > {}; wait", pidfile.display());
+    let mut n = notifier_env(
+        &broker,
+        "deadline",
+        &["--exec", &script, "--exec-timeout", "600", "--no-desktop"],
+        &[],
+    );
+    broker.publish_alert("gw1", "s1", test_alert("a-2").as_bytes(), "a-2");
+    let started = std::time::Instant::now() + WAIT;
+    let child: i32 = loop {
+        if let Some(pid) = std::fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
+            break pid;
+        }
+        assert!(
+            std::time::Instant::now() < started,
+            "the hook did not start"
+        );
+        n.err.wait_timeout(std::time::Duration::from_millis(20));
+    };
+    assert!(alive(child));
+    let stopped = std::time::Instant::now();
+    n.signal("TERM");
+    n.err.wait_contains("still running after 10s: killing them");
+    // Its answer still goes out: failed, so the gateway escalates.
+    let answer = obs.out.wait("the killed hook's answer", |l| {
+        l.starts_with("MSG|thermalert/gw1/acks|")
+    });
+    let answer = json(&parse_seen(&answer).expect("seen").payload);
+    assert_eq!(answer["alert_id"], "a-2");
+    assert_eq!(answer["status"], "failed");
+    assert_eq!(n.wait_exit(WAIT), Some(0));
+    assert!(
+        stopped.elapsed() >= std::time::Duration::from_secs(10),
+        "the deadline was waited for"
+    );
+    n.err
+        .wait_contains("hook for alert a-2 failed: still running at shutdown: killed");
+    let deadline = std::time::Instant::now() + WAIT;
+    while alive(child) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the hook's child {child} was not killed with its process group"
+        );
+        n.err.wait_timeout(std::time::Duration::from_millis(20));
+    }
+}

@@ -7,11 +7,17 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::AsyncWriteExt;
+use rustix::process::{kill_process_group, Pid, Signal};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 
 use crate::core::alert::AlertLevel;
 use crate::mqtt::payload::{self, Alert};
+pub use crate::notifier::core::HookOutcome;
+use crate::notifier::filter::Filter;
+use crate::notifier::watch::WatchConfig;
+use crate::sys::shutdown::Shutdown;
 
 /// How many hooks may run at once; further alerts wait for a slot.
 pub const MAX_CONCURRENT_HOOKS: usize = 4;
@@ -32,24 +38,6 @@ pub fn hook_env(a: &Alert) -> Vec<(&'static str, String)> {
     ]
 }
 
-/// How a hook ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HookOutcome {
-    /// Exit status 0: the answer says `delivered`.
-    Delivered,
-    /// Anything else: the answer says `failed`, so the gateway escalates.
-    Failed(String),
-}
-
-impl HookOutcome {
-    pub fn status(&self) -> &'static str {
-        match self {
-            HookOutcome::Delivered => "delivered",
-            HookOutcome::Failed(_) => "failed",
-        }
-    }
-}
-
 /// `--exec CMD`: runs `sh -c CMD` per alert.
 #[derive(Debug, Clone)]
 pub struct ExecHook {
@@ -68,10 +56,18 @@ impl ExecHook {
     }
 
     /// Runs the hook for `a` and waits for it (at most `timeout` once it
-    /// started). On timeout its whole process group is killed.
-    pub async fn run(&self, a: &Alert) -> HookOutcome {
-        let Ok(_slot) = self.slots.acquire().await else {
-            return HookOutcome::Failed("hook slots closed".into());
+    /// started). On timeout, or when `stop` is cancelled (the notifier's
+    /// shutdown deadline), its whole process group is killed. A hook still
+    /// waiting for a slot when `stop` is cancelled does not start.
+    pub async fn run(&self, a: &Alert, stop: &CancellationToken) -> HookOutcome {
+        let _slot = tokio::select! {
+            slot = self.slots.acquire() => match slot {
+                Ok(s) => s,
+                Err(_) => return HookOutcome::Failed("hook slots closed".into()),
+            },
+            () = stop.cancelled() => {
+                return HookOutcome::Failed("not started: the notifier is stopping".into())
+            }
         };
         let mut cmd = tokio::process::Command::new("sh");
         cmd.arg("-c")
@@ -93,39 +89,61 @@ impl ExecHook {
             // A hook that does not read its stdin is fine.
             let _ = stdin.write_all(&body).await;
         }
-        match tokio::time::timeout(self.timeout, child.wait_with_output()).await {
-            Ok(Ok(out)) => {
-                for (what, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
-                    let text = String::from_utf8_lossy(bytes);
-                    let text = text.trim();
-                    if !text.is_empty() {
-                        log::info!(
-                            "hook for alert {} {what}: {}",
-                            a.id,
-                            text.chars().take(1000).collect::<String>()
-                        );
+        let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+        let ended = {
+            let finished = async { tokio::join!(child.wait(), read_all(stdout), read_all(stderr)) };
+            tokio::select! {
+                r = tokio::time::timeout(self.timeout, finished) => {
+                    r.map_err(|_| format!("timed out after {:?}", self.timeout))
+                }
+                () = stop.cancelled() => {
+                    Err("still running at shutdown: killed".to_string())
+                }
+            }
+        };
+        let (status, out, err) = match ended {
+            Ok(done) => done,
+            Err(why) => {
+                // Also its children (a mailer, curl): the whole group.
+                if let Some(pid) = pid
+                    .and_then(|p| i32::try_from(p).ok())
+                    .and_then(Pid::from_raw)
+                {
+                    if let Err(e) = kill_process_group(pid, Signal::KILL) {
+                        log::warn!("cannot kill the hook for alert {}: {e}", a.id);
                     }
                 }
-                if out.status.success() {
-                    HookOutcome::Delivered
-                } else {
-                    HookOutcome::Failed(format!("exited with {}", out.status))
-                }
+                // Reaped, so that its process id is not left behind.
+                let _ = child.wait().await;
+                return HookOutcome::Failed(why);
             }
-            Ok(Err(e)) => HookOutcome::Failed(format!("cannot wait for the hook: {e}")),
-            Err(_) => {
-                if let Some(pid) = pid {
-                    // Also its children (a mailer, curl): the whole group.
-                    let _ = tokio::process::Command::new("kill")
-                        .args(["-KILL", "--", &format!("-{pid}")])
-                        .stderr(Stdio::null())
-                        .status()
-                        .await;
-                }
-                HookOutcome::Failed(format!("timed out after {:?}", self.timeout))
+        };
+        for (what, bytes) in [("stdout", &out), ("stderr", &err)] {
+            let text = String::from_utf8_lossy(bytes);
+            let text = text.trim();
+            if !text.is_empty() {
+                log::info!(
+                    "hook for alert {} {what}: {}",
+                    a.id,
+                    text.chars().take(1000).collect::<String>()
+                );
             }
         }
+        match status {
+            Ok(st) if st.success() => HookOutcome::Delivered,
+            Ok(st) => HookOutcome::Failed(format!("exited with {st}")),
+            Err(e) => HookOutcome::Failed(format!("cannot wait for the hook: {e}")),
+        }
     }
+}
+
+/// Everything a hook writes on one of its pipes.
+async fn read_all(pipe: Option<impl AsyncRead + Unpin>) -> Vec<u8> {
+    let mut buf = Vec::new();
+    if let Some(mut p) = pipe {
+        let _ = p.read_to_end(&mut buf).await;
+    }
+    buf
 }
 
 /// Desktop notifications sent at once; in a flood the alerts beyond them
@@ -170,7 +188,7 @@ impl Desktop {
     /// tried; the others are counted, like those over the in-flight cap,
     /// and the next notification (or a summary once the desktop is free
     /// again) says how many were left out.
-    pub fn show(&self, a: &Alert) {
+    pub fn show(&self, a: &Alert, tasks: &Shutdown) {
         let st = &self.state;
         let backing_off = st
             .retry_at
@@ -187,6 +205,7 @@ impl Desktop {
             n => format!("{}\n{}", a.message, left_out_line(n)),
         };
         spawn_notification(
+            tasks,
             self.state.clone(),
             summary(a),
             body,
@@ -212,8 +231,15 @@ fn left_out_line(n: usize) -> String {
 
 /// Sends one notification (`in_flight` already counts it); when it is the
 /// last one out and alerts were left out meanwhile, a summary follows.
-fn spawn_notification(st: Arc<DesktopState>, summary: String, body: String, critical: bool) {
-    tokio::spawn(async move {
+fn spawn_notification(
+    tasks: &Shutdown,
+    st: Arc<DesktopState>,
+    summary: String,
+    body: String,
+    critical: bool,
+) {
+    let again = tasks.clone();
+    tasks.spawn(async move {
         let res = tokio::time::timeout(
             Duration::from_secs(5),
             show_notification(summary, body, critical),
@@ -230,6 +256,7 @@ fn spawn_notification(st: Arc<DesktopState>, summary: String, body: String, crit
                     if n > 0 {
                         st.in_flight.fetch_add(1, Ordering::AcqRel);
                         spawn_notification(
+                            &again,
                             st.clone(),
                             "thermalert".into(),
                             left_out_line(n),
@@ -240,7 +267,7 @@ fn spawn_notification(st: Arc<DesktopState>, summary: String, body: String, crit
                 return;
             }
             Ok(Err(e)) => e,
-            Err(_) => "no answer from the notification service in 5 s".into(),
+            Err(_) => DesktopError::NoAnswer,
         };
         if let Ok(mut retry_at) = st.retry_at.lock() {
             *retry_at = Some(Instant::now() + DESKTOP_RETRY);
@@ -255,8 +282,25 @@ fn spawn_notification(st: Arc<DesktopState>, summary: String, body: String, crit
     });
 }
 
+/// Why a desktop notification did not go out.
+#[derive(Debug, thiserror::Error)]
+enum DesktopError {
+    #[cfg(target_os = "linux")]
+    #[error(transparent)]
+    Service(#[from] notify_rust::error::Error),
+    #[error("no answer from the notification service in 5 s")]
+    NoAnswer,
+    #[cfg(not(target_os = "linux"))]
+    #[error("desktop notifications are only built on Linux")]
+    Unsupported,
+}
+
 #[cfg(target_os = "linux")]
-async fn show_notification(summary: String, body: String, critical: bool) -> Result<(), String> {
+async fn show_notification(
+    summary: String,
+    body: String,
+    critical: bool,
+) -> Result<(), DesktopError> {
     use notify_rust::{Notification, Timeout, Urgency};
     let mut n = Notification::new();
     n.appname("thermalert")
@@ -271,63 +315,17 @@ async fn show_notification(summary: String, body: String, critical: bool) -> Res
         // Stays until dismissed.
         n.timeout(Timeout::Never);
     }
-    n.show_async().await.map(|_| ()).map_err(|e| e.to_string())
+    n.show_async().await?;
+    Ok(())
 }
 
 #[cfg(not(target_os = "linux"))]
-async fn show_notification(_summary: String, _body: String, _critical: bool) -> Result<(), String> {
-    Err("desktop notifications are only built on Linux".into())
-}
-
-/// The notifier's options for its channels, filter and watchers
-/// (command line only).
-#[derive(Debug, Clone, clap::Args)]
-pub struct ChannelArgs {
-    /// Run CMD with `sh -c` for each new alert: the alert as JSON on stdin
-    /// and in THERMALERT_* environment variables; exit status 0 answers
-    /// `delivered`, anything else (or the timeout) `failed`.
-    #[arg(long, value_name = "CMD")]
-    pub exec: Option<String>,
-    /// Seconds a --exec hook may run before it is killed and counts as failed [default: 30].
-    #[arg(long, value_name = "SECS")]
-    pub exec_timeout: Option<u64>,
-    /// Handle only some alerts: gateway=NAME, sensor=ID_OR_NAME, level>=LEVEL
-    /// (repeatable; same key: any of them, different keys: all).
-    #[arg(long = "filter", value_name = "COND")]
-    pub filter: Vec<String>,
-    /// No desktop notifications.
-    #[arg(long)]
-    pub no_desktop: bool,
-    /// Alarm when the broker connection is down for longer than this [default: 60].
-    #[arg(long, value_name = "SECS")]
-    pub broker_grace_secs: Option<u64>,
-    /// Alarm when an online gateway sends no reading for this many of its poll intervals [default: 5].
-    #[arg(long, value_name = "N")]
-    pub stale_intervals: Option<u32>,
-    /// ... or for this long, when the gateway does not announce its poll interval [default: 120].
-    #[arg(long, value_name = "SECS")]
-    pub stale_after_secs: Option<u64>,
-    /// Share the alerts with the other notifiers of this group (MQTT v5
-    /// shared subscription `$share/NAME/<prefix>/+/alerts/+`): each alert
-    /// goes to one of them. Status and readings are still seen by all.
-    #[arg(long, value_name = "NAME")]
-    pub share_group: Option<String>,
-}
-
-/// The same options from the notifier's TOML file (keys as the long flags,
-/// `_` for `-`); a flag given on the command line wins over its key.
-#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ChannelFile {
-    pub exec: Option<String>,
-    pub exec_timeout: Option<u64>,
-    /// Used only when no --filter is given.
-    pub filter: Option<Vec<String>>,
-    pub no_desktop: Option<bool>,
-    pub broker_grace_secs: Option<u64>,
-    pub stale_intervals: Option<u32>,
-    pub stale_after_secs: Option<u64>,
-    pub share_group: Option<String>,
+async fn show_notification(
+    _summary: String,
+    _body: String,
+    _critical: bool,
+) -> Result<(), DesktopError> {
+    Err(DesktopError::Unsupported)
 }
 
 /// The resolved channels.
@@ -335,108 +333,9 @@ pub struct ChannelFile {
 pub struct Channels {
     pub exec: Option<ExecHook>,
     pub desktop: Option<Desktop>,
-    pub filter: crate::notifier::filter::Filter,
-    pub watch: crate::notifier::watch::WatchConfig,
+    pub filter: Filter,
+    pub watch: WatchConfig,
     pub share_group: Option<String>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ChannelError {
-    #[error("--filter {0}")]
-    Filter(#[from] crate::notifier::filter::FilterError),
-    #[error("--share-group {0:?}: use letters, digits, '-' and '_'")]
-    ShareGroup(String),
-}
-
-impl Channels {
-    /// The subscription filter for alerts: shared when in a group.
-    pub fn alerts_filter(&self, prefix: &str) -> String {
-        let all = crate::mqtt::topics::all_alerts(prefix);
-        match &self.share_group {
-            Some(g) => format!("$share/{g}/{all}"),
-            None => all,
-        }
-    }
-}
-
-impl ChannelArgs {
-    /// The channels from the flags, falling back to `file` key by key, then
-    /// to the defaults.
-    pub fn resolve(&self, file: &ChannelFile) -> Result<Channels, ChannelError> {
-        let share_group = self.share_group.clone().or(file.share_group.clone());
-        if let Some(g) = &share_group {
-            if !crate::config::is_topic_word(g) {
-                return Err(ChannelError::ShareGroup(g.clone()));
-            }
-        }
-        let filter = if self.filter.is_empty() {
-            file.filter.as_deref().unwrap_or_default()
-        } else {
-            &self.filter[..]
-        };
-        let exec_timeout = self.exec_timeout.or(file.exec_timeout).unwrap_or(30);
-        Ok(Channels {
-            share_group,
-            exec: self
-                .exec
-                .clone()
-                .or(file.exec.clone())
-                .map(|c| ExecHook::new(c, Duration::from_secs(exec_timeout.max(1)))),
-            desktop: (!(self.no_desktop || file.no_desktop.unwrap_or(false)))
-                .then(Desktop::default),
-            filter: crate::notifier::filter::Filter::parse(filter)?,
-            watch: crate::notifier::watch::WatchConfig {
-                stale_intervals: self
-                    .stale_intervals
-                    .or(file.stale_intervals)
-                    .unwrap_or(5)
-                    .max(1),
-                stale_after: Duration::from_secs(
-                    self.stale_after_secs
-                        .or(file.stale_after_secs)
-                        .unwrap_or(120)
-                        .max(1),
-                ),
-                broker_grace: Duration::from_secs(
-                    self.broker_grace_secs
-                        .or(file.broker_grace_secs)
-                        .unwrap_or(60),
-                ),
-            },
-        })
-    }
-}
-
-/// An alert standing for a watcher's event, shown and notified like a
-/// CRITICAL (or RESOLVED when it ends). Its id starts with `watch-`.
-pub fn watch_alert(e: &crate::notifier::watch::Event) -> Alert {
-    let alarm = e.is_alarm();
-    let gateway = e.gateway().unwrap_or("-").to_string();
-    Alert {
-        id: format!("watch-{}", uuid::Uuid::new_v4()),
-        name: match e.gateway() {
-            Some(g) => format!("gateway {g} {}", e.subject()),
-            None => "broker connection".into(),
-        },
-        gateway,
-        sensor: e.subject().into(),
-        level: if alarm {
-            AlertLevel::Critical
-        } else {
-            AlertLevel::Resolved
-        },
-        celsius: None,
-        threshold: None,
-        previous: Some(if alarm {
-            crate::core::alert::Level::Normal
-        } else {
-            crate::core::alert::Level::Critical
-        }),
-        ts: crate::sys::timefmt::now_rfc3339(),
-        message: e.message(),
-        escalation: 0,
-        clock_synced: true,
-    }
 }
 
 #[cfg(test)]
@@ -455,80 +354,6 @@ mod tests {
             assert!(offer_to_desktop(level, false, 0), "{level:?}");
             assert!(!offer_to_desktop(level, false, MAX_DESKTOP_IN_FLIGHT));
         }
-    }
-
-    #[test]
-    fn flags_win_over_the_file_and_the_file_over_the_defaults() {
-        use clap::Parser;
-        #[derive(Parser)]
-        struct T {
-            #[command(flatten)]
-            c: ChannelArgs,
-        }
-        let file = ChannelFile {
-            exec: Some("file-hook".into()),
-            exec_timeout: Some(7),
-            filter: Some(vec!["level>=CRITICAL".into()]),
-            no_desktop: Some(true),
-            broker_grace_secs: Some(11),
-            stale_intervals: Some(3),
-            stale_after_secs: Some(33),
-            share_group: Some("ops".into()),
-        };
-        let none = T::parse_from(["t"]).c;
-        let c = none.resolve(&file).expect("resolve");
-        assert_eq!(
-            c.exec.as_ref().map(|e| e.command.as_str()),
-            Some("file-hook")
-        );
-        assert_eq!(
-            c.exec.as_ref().map(|e| e.timeout),
-            Some(Duration::from_secs(7))
-        );
-        assert!(c.desktop.is_none());
-        assert!(!c.filter.accepts(&alert(AlertLevel::Warning)));
-        assert_eq!(c.watch.broker_grace, Duration::from_secs(11));
-        assert_eq!(c.watch.stale_intervals, 3);
-        assert_eq!(c.watch.stale_after, Duration::from_secs(33));
-        assert_eq!(c.share_group.as_deref(), Some("ops"));
-
-        let flags = T::parse_from([
-            "t",
-            "--exec",
-            "flag-hook",
-            "--exec-timeout",
-            "9",
-            "--filter",
-            "level>=WARNING",
-            "--stale-intervals",
-            "4",
-            "--share-group",
-            "night",
-        ])
-        .c;
-        let c = flags.resolve(&file).expect("resolve");
-        assert_eq!(
-            c.exec.as_ref().map(|e| e.command.as_str()),
-            Some("flag-hook")
-        );
-        assert_eq!(
-            c.exec.as_ref().map(|e| e.timeout),
-            Some(Duration::from_secs(9))
-        );
-        assert!(c.filter.accepts(&alert(AlertLevel::Warning)));
-        assert_eq!(c.watch.stale_intervals, 4);
-        assert_eq!(
-            c.watch.broker_grace,
-            Duration::from_secs(11),
-            "from the file"
-        );
-        assert_eq!(c.share_group.as_deref(), Some("night"));
-
-        let c = none.resolve(&ChannelFile::default()).expect("defaults");
-        assert!(c.exec.is_none() && c.desktop.is_some() && c.share_group.is_none());
-        assert_eq!(c.watch.stale_intervals, 5);
-        assert_eq!(c.watch.stale_after, Duration::from_secs(120));
-        assert_eq!(c.watch.broker_grace, Duration::from_secs(60));
     }
 
     fn alert(level: AlertLevel) -> Alert {
@@ -557,9 +382,12 @@ mod tests {
             "grep -q '\"id\":\"id-1\"' && test \"$THERMALERT_MESSAGE\" = \"freezer is CRITICAL; it's 'hot'\"".into(),
             Duration::from_secs(10),
         );
-        assert_eq!(ok.run(&a).await, HookOutcome::Delivered);
+        assert_eq!(
+            ok.run(&a, &CancellationToken::new()).await,
+            HookOutcome::Delivered
+        );
         let bad = ExecHook::new("exit 3".into(), Duration::from_secs(10));
-        let out = bad.run(&a).await;
+        let out = bad.run(&a, &CancellationToken::new()).await;
         assert_eq!(out.status(), "failed");
     }
 
@@ -567,11 +395,88 @@ mod tests {
     async fn a_hook_past_its_timeout_is_killed_and_failed() {
         let hook = ExecHook::new("sleep 30 & wait".into(), Duration::from_millis(200));
         let started = std::time::Instant::now();
-        let out = hook.run(&alert(AlertLevel::Warning)).await;
+        let out = hook
+            .run(&alert(AlertLevel::Warning), &CancellationToken::new())
+            .await;
         assert!(
             matches!(out, HookOutcome::Failed(ref m) if m.contains("timed out")),
             "{out:?}"
         );
         assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    /// Waits until `path` holds a process id (the hook wrote it).
+    async fn pid_in(path: &std::path::Path) -> i32 {
+        loop {
+            if let Some(pid) = std::fs::read_to_string(path)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+            {
+                return pid;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Whether `pid` runs (a zombie left to a parent that does not reap
+    /// it counts as dead).
+    fn alive(pid: i32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            s.rsplit_once(") ")
+                .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+        })
+    }
+
+    #[tokio::test]
+    async fn at_the_shutdown_deadline_the_hook_and_its_children_are_killed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pidfile = dir.path().join("child.pid");
+        let hook = ExecHook::new(
+            format!("sleep 30 & echo $! > {}; wait", pidfile.display()),
+            Duration::from_secs(60),
+        );
+        let stop = CancellationToken::new();
+        let a = alert(AlertLevel::Critical);
+        let run = hook.run(&a, &stop);
+        let cancel = async {
+            let pid = pid_in(&pidfile).await;
+            assert!(alive(pid), "the hook's child runs");
+            stop.cancel();
+            pid
+        };
+        let (out, child) =
+            tokio::time::timeout(Duration::from_secs(20), async { tokio::join!(run, cancel) })
+                .await
+                .expect("the hook ends once stopped");
+        assert!(
+            matches!(out, HookOutcome::Failed(ref m) if m.contains("killed")),
+            "{out:?}"
+        );
+        // The grandchild was killed with its group.
+        let gone = async {
+            while alive(child) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), gone)
+            .await
+            .expect("the hook's child was killed with its process group");
+    }
+
+    #[tokio::test]
+    async fn a_hook_waiting_for_a_slot_at_shutdown_does_not_start() {
+        let hook = ExecHook::new("exit 0".into(), Duration::from_secs(10));
+        let held = hook.slots.clone();
+        let _all = held
+            .acquire_many(MAX_CONCURRENT_HOOKS as u32)
+            .await
+            .expect("slots");
+        let stop = CancellationToken::new();
+        stop.cancel();
+        let out = hook.run(&alert(AlertLevel::Critical), &stop).await;
+        assert!(
+            matches!(out, HookOutcome::Failed(ref m) if m.contains("not started")),
+            "{out:?}"
+        );
     }
 }

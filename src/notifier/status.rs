@@ -29,7 +29,8 @@ use crate::mqtt::conn::Link;
 use crate::mqtt::oneshot::Connection;
 use crate::mqtt::payload::{self, Alert, Status};
 use crate::mqtt::topics::{self, Parsed};
-use crate::notifier::Settings;
+use crate::notifier::render;
+use crate::notifier::settings::Settings;
 use crate::sys::timefmt;
 
 /// Silence that ends the collection when no sentinel can be used.
@@ -175,17 +176,8 @@ pub fn render(r: &Report) -> String {
     }
     out.push_str(&format!("active alerts: {}\n", r.alerts.len()));
     for a in &r.alerts {
-        out.push_str(&format!(
-            "{} {:<8} {}/{} ({}) {}: {}\n",
-            a.ts,
-            a.level.as_str(),
-            a.gateway,
-            a.name,
-            a.sensor,
-            a.celsius
-                .map_or_else(|| "--".to_string(), |c| format!("{c:.2} C")),
-            a.message
-        ));
+        out.push_str(&render::alert_line(a, None));
+        out.push('\n');
     }
     if !r.complete {
         out.push_str("(the broker gave no end-of-list marker: retained messages still on their way may be missing)\n");
@@ -198,7 +190,11 @@ pub enum StatusError {
     #[error("cannot reach the broker within {0:?}")]
     Unreachable(Duration),
     #[error("cannot subscribe: {0}")]
-    Subscribe(String),
+    Subscribe(#[source] rumqttc::ClientError),
+    #[error("cannot subscribe: no SUBACK")]
+    NoSuback,
+    #[error("cannot subscribe: {0}")]
+    Refused(#[source] rumqttc::SubscribeNoticeError),
 }
 
 /// `thermalert-notifier status`; returns the exit code.
@@ -224,7 +220,7 @@ pub fn main(settings: Settings, timeout: Duration) -> i32 {
             log::error!("status: {e}");
             match e {
                 StatusError::Unreachable(_) => EXIT_UNREACHABLE,
-                StatusError::Subscribe(_) => 1,
+                StatusError::Subscribe(_) | StatusError::NoSuback | StatusError::Refused(_) => 1,
             }
         }
     }
@@ -271,7 +267,7 @@ async fn collect(
     let notice = client
         .subscribe_many_tracked(subs)
         .await
-        .map_err(|e| StatusError::Subscribe(e.to_string()))?;
+        .map_err(StatusError::Subscribe)?;
     // Messages may arrive while we wait for the SUBACK: keep them.
     let suback = {
         let mut wait = std::pin::pin!(notice.wait_async());
@@ -282,12 +278,12 @@ async fn collect(
                     c.on_message(prefix, &p, SystemTime::now());
                 },
                 () = tokio::time::sleep_until(deadline) => {
-                    return Err(StatusError::Subscribe("no SUBACK".into()))
+                    return Err(StatusError::NoSuback)
                 }
             }
         }
     };
-    let suback = suback.map_err(|e| StatusError::Subscribe(e.to_string()))?;
+    let suback = suback.map_err(StatusError::Refused)?;
     let sync_granted = suback
         .return_codes
         .get(2)
