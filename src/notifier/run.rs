@@ -24,7 +24,9 @@ use crate::mqtt::payload::Alert;
 use crate::mqtt::store::FileSessionStore;
 use crate::notifier::answer::Answerer;
 use crate::notifier::channels::{Channels, HookOutcome};
-use crate::notifier::core::{Action, Core, CoreConfig, Message, Now, Reply, SEEN_CAP};
+use crate::notifier::core::{
+    without_share, Action, Core, CoreConfig, Message, Now, Reply, SEEN_CAP,
+};
 use crate::notifier::seen::Seen;
 use crate::notifier::settings::Settings;
 use crate::sys::backoff::Backoff;
@@ -493,27 +495,5 @@ impl Shell {
             }
         }
         Ok(())
-    }
-}
-
-/// `f` without its `$share/<group>/` prefix.
-fn without_share(f: &str) -> String {
-    f.strip_prefix("$share/")
-        .and_then(|rest| rest.split_once('/'))
-        .map_or(f, |(_, topic)| topic)
-        .to_string()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::without_share;
-
-    #[test]
-    fn a_shared_filter_loses_its_group_and_a_plain_one_stays() {
-        assert_eq!(
-            without_share("$share/ops/thermalert/+/alerts/+"),
-            "thermalert/+/alerts/+"
-        );
-        assert_eq!(without_share("thermalert/+/status"), "thermalert/+/status");
     }
 }
