@@ -30,6 +30,7 @@ trap 'rm -rf "$scratch"' EXIT
 bash certs/make-certs.sh --out "$scratch/certs" localhost 2>/dev/null
 mkdir -p "$scratch/secrets"
 printf 'placeholder\n' >"$scratch/secrets/gw1.pass"
+chmod 600 "$scratch/secrets/gw1.pass" # check-config refuses a password others can read
 for f in examples/thermalertd*.toml; do
     cp "$f" "$scratch/"
     ./target/debug/thermalertd --config "$scratch/$(basename "$f")" check-config

@@ -330,7 +330,7 @@ impl Broker {
                 .output()
                 .expect("mosquitto_passwd");
             assert!(st.status.success(), "mosquitto_passwd: {st:?}");
-            std::fs::write(dir.join(format!("{u}.pass")), format!("{p}\n")).expect("write pass");
+            write_secret(&dir.join(format!("{u}.pass")), &format!("{p}\n"));
         }
         // The project's ACL, plus a test observer that may read and write
         // everything (it plays the independent client).
@@ -763,6 +763,14 @@ pub const HOT: &str = "warning_above = 30.0\ncritical_above = 40.0";
 
 /// CRITICAL above 40 C, no WARNING level.
 pub const CRIT: &str = "critical_above = 40.0";
+
+/// Writes a password file with mode 0600 (as `mosquitto/add-user.sh`
+/// does): `check-config` refuses one others can read.
+pub fn write_secret(path: &Path, content: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, content).expect("write secret");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod 600");
+}
 
 pub fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().expect("tempdir")
