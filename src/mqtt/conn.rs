@@ -216,6 +216,9 @@ pub enum Link {
         session_present: bool,
         /// The broker's Receive Maximum, if it sent one.
         broker_receive_max: Option<u16>,
+        /// Whether the broker takes shared subscriptions (`$share/...`):
+        /// false when its CONNACK says so (ejabberd's mod_mqtt).
+        shared_subscriptions: bool,
     },
     /// An incoming PUBLISH.
     Message(Box<rumqttc::Publish>),
@@ -270,6 +273,11 @@ pub async fn drive_with_heartbeat(
                 // From now on, reconnects resume this session.
                 eventloop.options.set_clean_start(false);
                 let broker_receive_max = ack.properties.as_ref().and_then(|p| p.receive_max);
+                let shared_subscriptions = ack
+                    .properties
+                    .as_ref()
+                    .and_then(|p| p.shared_subscription_available)
+                    != Some(0);
                 state.connected(&format!(
                     "connected to the broker (session {}, broker receive maximum {})",
                     if ack.session_present {
@@ -283,6 +291,7 @@ pub async fn drive_with_heartbeat(
                     .send(Link::Connected {
                         session_present: ack.session_present,
                         broker_receive_max,
+                        shared_subscriptions,
                     })
                     .await;
             }

@@ -297,6 +297,8 @@ pub struct BrokerOpts<'a> {
     pub plaintext: bool,
     /// Use this PKI instead of making one for localhost.
     pub pki: Option<Pki>,
+    /// Users besides [`USERS`] (e.g. more gateways), with their passwords.
+    pub users: &'a [(&'a str, &'a str)],
 }
 
 impl Broker {
@@ -315,7 +317,7 @@ impl Broker {
             )
         });
         let passwd = dir.join("passwd");
-        for (i, (u, p)) in USERS.iter().enumerate() {
+        for (i, (u, p)) in USERS.iter().chain(opts.users).enumerate() {
             let mut c = Command::new("mosquitto_passwd");
             if i == 0 {
                 c.arg("-c");

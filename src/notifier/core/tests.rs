@@ -408,3 +408,12 @@ fn the_broker_lost_past_its_grace_is_a_watch_alert_the_filter_can_hide() {
     );
     assert_eq!(hidden.tick(later(now, 60)), vec![], "gateway '-' filtered");
 }
+
+#[test]
+fn a_shared_filter_loses_its_group_and_a_plain_one_stays() {
+    assert_eq!(
+        without_share("$share/ops/thermalert/+/alerts/+"),
+        "thermalert/+/alerts/+"
+    );
+    assert_eq!(without_share("thermalert/+/status"), "thermalert/+/status");
+}
