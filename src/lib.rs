@@ -3,8 +3,9 @@
 //! The map of the house. Shared rooms first; the two programs last. A
 //! shared room never imports a program.
 //!
-//! - [`config`]: the daemon's TOML configuration (serde, then `validate()`),
-//!   errors that name file, key and line.
+//! - [`config`]: the daemon's TOML configuration: structs, `validate`
+//!   (pure, every problem at once), `preflight` (files, environment),
+//!   `locate` (file:line:key); `paths` and `secret` serve the notifier too.
 //! - [`core`]: pure decisions, no I/O and no clock: the alert engine
 //!   ([`core::alert`]), escalation ([`core::escalation`]), and the
 //!   gateway's decisions ([`core::gateway`]: events and `now` in, actions
@@ -18,12 +19,14 @@
 //!   payloads), TLS set-up, the connection supervisor, the notifier's
 //!   session store and the one-shot connection of `drill` and `status`.
 //! - [`sys`]: the operating system around both programs: systemd notify and
-//!   watchdog, the journal, clock sync, back-off, certificate expiry.
+//!   watchdog, the journal, clock sync, back-off, certificate expiry, and
+//!   the one shutdown (`CancellationToken` + `TaskTracker`).
 //! - [`daemon`]: `thermalertd`: the command line, the I/O shell that carries
 //!   out the gateway core's actions under one shutdown, the sensor thread,
 //!   the status, `drill`, Home Assistant discovery, the alarm output.
-//! - [`notifier`]: `thermalert-notifier` (channels, filter, watchers, seen
-//!   ids, `status`).
+//! - [`notifier`]: `thermalert-notifier`: settings (each option once), a
+//!   pure core, the I/O shell, channels, filter, watchers, seen ids,
+//!   `status`.
 //!
 //! `src/bin/*` only call [`daemon::main`] and [`notifier::main`].
 
