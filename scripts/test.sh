@@ -3,8 +3,10 @@
 # the tests need (Mosquitto, its clients, OpenSSL), then formatting, clippy,
 # every test (unit, simulator, and integration tests against a real
 # Mosquitto over TLS), every shipped example config, the systemd unit, the
-# Pi install script, the ARM builds under qemu (scripts/cross-qemu.sh), and
-# the demo in its bounded mode.
+# ARM builds under qemu (scripts/cross-qemu.sh), the Debian packages
+# (amd64, arm64, armhf when its toolchain installs), the amd64 package under
+# a real systemd 252 in a container (scripts/systemd-test.sh), and the demo
+# in its bounded mode.
 #
 # Usage: scripts/test.sh
 set -euo pipefail
@@ -27,6 +29,7 @@ trap 'rm -rf "$scratch"' EXIT
 bash certs/make-certs.sh --out "$scratch/certs" localhost 2>/dev/null
 mkdir -p "$scratch/secrets"
 printf 'placeholder\n' >"$scratch/secrets/gw1.pass"
+chmod 600 "$scratch/secrets/gw1.pass" # check-config refuses a password others can read
 for f in examples/thermalertd*.toml; do
     cp "$f" "$scratch/"
     ./target/debug/thermalertd --config "$scratch/$(basename "$f")" check-config
@@ -35,13 +38,28 @@ done
 echo "== systemd unit (verify, security exposure <= 2.0)" >&2
 bash scripts/check-unit.sh target/debug/thermalertd
 
-echo "== install-on-pi.sh (--root, scratch folder)" >&2
-bash scripts/check-install-on-pi.sh target/debug/thermalertd
-
 # Installs its own packages (Debian's Rust cross toolchain, qemu-user-static):
 # install-deps.sh does not.
-echo "== ARM builds under qemu-user-static (aarch64; armv7 when it installs)" >&2
-bash scripts/cross-qemu.sh
+echo "== ARM builds under qemu-user-static (aarch64; armv7 when it installs), release" >&2
+cross_out=$(bash scripts/cross-qemu.sh --release | tee /dev/stderr)
+
+# The packages users install; the amd64 one is also the system test's.
+echo "== Debian packages" >&2
+ts=$SECONDS
+cargo build --locked --release --bins
+rm -rf target/deb
+debs=("$(bash packaging/build-deb.sh --arch amd64 --bin-dir target/release)")
+debs+=("$(bash packaging/build-deb.sh --arch arm64 --bin-dir target/cross/aarch64-unknown-linux-gnu/release)")
+if ! grep -q '^armv7 skipped' <<<"$cross_out"; then
+    debs+=("$(bash packaging/build-deb.sh --arch armhf --bin-dir target/cross/armv7-unknown-linux-gnueabihf/release)")
+else
+    echo "armhf package skipped: no armv7 build (see cross-qemu.sh's 'armv7 skipped' line)" >&2
+fi
+bash packaging/check-deb.sh "${debs[@]}"
+echo "packages: ${debs[*]} ($((SECONDS - ts)) s with the release build)" >&2
+
+echo "== the amd64 package under a real systemd 252 (systemd-nspawn)" >&2
+bash scripts/systemd-test.sh --bin-dir target/release
 
 echo "== demo (bounded)" >&2
 THERMALERT_DEMO_DIR="$scratch/demo" bash scripts/demo.sh --duration 36

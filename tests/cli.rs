@@ -13,7 +13,7 @@ fn setup() -> tempfile::TempDir {
     let d = tempfile::tempdir().expect("tempdir");
     common::Pki::new(&d.path().join("certs"), "cli test CA", &["localhost"], &[]);
     std::fs::create_dir_all(d.path().join("secrets")).expect("mkdir");
-    std::fs::write(d.path().join("secrets/gw1.pass"), "pw\n").expect("write");
+    common::write_secret(&d.path().join("secrets/gw1.pass"), "pw\n");
     d
 }
 
@@ -155,6 +155,118 @@ fn check_config_reports_every_problem_on_its_own_line() {
         );
     }
     assert_eq!(lines.len(), 4, "{err}");
+}
+
+/// Issue 16: configurations that were accepted and then misbehaved. Each
+/// is reported at once, with file, line and key, by `check-config` and by
+/// the daemon's start; the password file's mode is not checked when
+/// systemd passes the password as a credential.
+#[test]
+fn check_config_catches_configurations_that_misbehaved_later() {
+    let d = setup();
+    let src =
+        std::fs::read_to_string(Path::new(ROOT).join("examples/thermalertd.toml")).expect("read");
+    let p = d.path().join("bad.toml");
+    std::fs::write(
+        &p,
+        src.replace(
+            "gateway_id = \"gw1\"",
+            "gateway_id = \"gw1\"\ntopic_prefix = \"$SYS\"\nstate_dir = \"state\"",
+        )
+        .replace("port = 8883", "port = 0")
+        .replace(
+            "username = \"gw1\"",
+            "username = \"gw1\"\nclient_id = \"gw1/#\"",
+        )
+        .replace("hysteresis = 0.5", "hysteresis = 20.0"),
+    )
+    .expect("write");
+    std::fs::write(d.path().join("state"), "a file, not a folder").expect("write");
+    let pass = d.path().join("secrets/gw1.pass");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    }
+    let file = p.display().to_string();
+    let want = |with_password: bool| {
+        let mut w = vec![
+            (5, "topic_prefix", "'$'"),
+            (6, "state_dir", "not a directory"),
+            (10, "mqtt.port", "0 is not a port"),
+            (13, "mqtt.client_id", "dangerous client id"),
+            (14, "mqtt.password_file", "chmod 600"),
+            (27, "sensor[0].hysteresis", "larger than the gap"),
+        ];
+        if !with_password {
+            w.retain(|(_, k, _)| *k != "mqtt.password_file");
+        }
+        w
+    };
+    let assert_lines = |err: &str, want: &[(usize, &str, &str)]| {
+        let lines: Vec<&str> = err
+            .lines()
+            .filter(|l| l.contains("invalid configuration"))
+            .collect();
+        for (line, key, what) in want {
+            let at = format!("{file}:{line}: key `{key}`: ");
+            assert_eq!(
+                lines
+                    .iter()
+                    .filter(|l| l.contains(&at) && l.contains(what))
+                    .count(),
+                1,
+                "{at} ... {what}\n{err}"
+            );
+        }
+        assert_eq!(lines.len(), want.len(), "{err}");
+    };
+
+    let out = Command::new(DAEMON)
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .arg("--config")
+        .arg(&p)
+        .arg("check-config")
+        .output()
+        .expect("run thermalertd");
+    assert_eq!(out.status.code(), Some(78), "EX_CONFIG");
+    assert_lines(&String::from_utf8_lossy(&out.stderr), &want(true));
+
+    // The daemon's start refuses it the same way (and exits: waited for
+    // with a deadline, so a regression fails instead of hanging).
+    let child = Command::new(DAEMON)
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .arg("--config")
+        .arg(&p)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start thermalertd");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let Ok(out) = rx.recv_timeout(std::time::Duration::from_secs(30)) else {
+        let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+        panic!("thermalertd started on a configuration it should refuse");
+    };
+    let out = out.expect("wait");
+    assert_eq!(out.status.code(), Some(78), "EX_CONFIG");
+    assert_lines(&String::from_utf8_lossy(&out.stderr), &want(true));
+
+    // With the password as a systemd credential, the file's mode is moot.
+    let creds = d.path().join("creds");
+    std::fs::create_dir_all(&creds).expect("mkdir");
+    common::write_secret(&creds.join("mqtt-password"), "pw\n");
+    let out = Command::new(DAEMON)
+        .env("CREDENTIALS_DIRECTORY", &creds)
+        .arg("--config")
+        .arg(&p)
+        .arg("check-config")
+        .output()
+        .expect("run thermalertd");
+    assert_eq!(out.status.code(), Some(78), "EX_CONFIG");
+    assert_lines(&String::from_utf8_lossy(&out.stderr), &want(false));
 }
 
 #[test]

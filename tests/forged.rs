@@ -129,3 +129,45 @@ fn a_forged_payload_or_response_topic_is_not_answered_elsewhere() {
         "{log}"
     );
 }
+
+#[test]
+fn add_user_gives_one_account_one_role() {
+    let t = tmp();
+    let dir = t.path();
+    let add = |role: &str, name: &str| {
+        std::process::Command::new("bash")
+            .arg(std::path::Path::new(ROOT).join("mosquitto/add-user.sh"))
+            .arg("--passwd")
+            .arg(dir.join("passwd"))
+            .arg("--acl")
+            .arg(dir.join("acl"))
+            .arg("--password-out")
+            .arg(dir.join(format!("{name}.pass")))
+            .args([role, name])
+            .env("THERMALERT_PASSWORD", "a-test-password")
+            .output()
+            .expect("add-user.sh")
+    };
+    assert!(add("gateway", "gw7").status.success());
+    assert!(add("notifier", "alice").status.success());
+    let acl = std::fs::read_to_string(dir.join("acl")).expect("acl");
+    // A gateway's block grants its own topics; no line lets anyone else
+    // publish alerts.
+    assert!(
+        acl.contains("user gw7\ntopic write thermalert/gw7/status\n"),
+        "{acl}"
+    );
+    assert!(
+        acl.contains("topic readwrite thermalert/gw7/alerts/#"),
+        "{acl}"
+    );
+    assert!(!acl.contains("%u/alerts"), "{acl}");
+    // The other role for the same name is refused, the files unchanged.
+    for (role, name) in [("notifier", "gw7"), ("gateway", "alice")] {
+        let out = add(role, name);
+        assert_eq!(out.status.code(), Some(1), "{role} {name}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("one account has one role"), "{err}");
+    }
+    assert_eq!(std::fs::read_to_string(dir.join("acl")).expect("acl"), acl);
+}

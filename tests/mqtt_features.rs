@@ -145,7 +145,7 @@ fn f2_wrong_password_is_refused_and_retried_with_backoff() {
     let broker = Broker::start(&t.path().join("b"));
     let mut cfg = GwConfig::new(&broker, "gw1");
     let wrong = t.path().join("wrong.pass");
-    std::fs::write(&wrong, "not-the-password\n").expect("write");
+    common::write_secret(&wrong, "not-the-password\n");
     cfg.password_file = Some(wrong);
     let mut d = daemon_env(&cfg.write(t.path()), &[("THERMALERT_LOG", "debug")]);
     let lines = d

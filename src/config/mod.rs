@@ -19,7 +19,7 @@ pub use sensors::{
     Backend, DefaultThresholds, GpioConfig, GpioDriver, SensorConfig, SensorsConfig, SimConfig,
     SimFault, SimFaultKind, W1Config,
 };
-pub use validate::{is_topic_word, Problem};
+pub use validate::{client_id_problem, is_topic_word, topic_prefix_problem, Problem};
 
 /// Where the daemon looks for its configuration unless `--config` says otherwise.
 pub const DEFAULT_PATH: &str = "/etc/thermalert/thermalertd.toml";
@@ -164,11 +164,8 @@ impl HomeAssistantConfig {
         if !self.enabled {
             return Ok(());
         }
-        if !validate::is_topic_prefix(&self.discovery_prefix) {
-            return Err((
-                "discovery_prefix",
-                "must be non-empty, without '+', '#' or a leading/trailing '/'".into(),
-            ));
+        if let Some(why) = validate::topic_prefix_problem(&self.discovery_prefix) {
+            return Err(("discovery_prefix", why.to_string()));
         }
         if !publish_readings {
             return Err((

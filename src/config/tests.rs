@@ -8,8 +8,32 @@ fn dir_with_files() -> tempfile::TempDir {
     std::fs::create_dir_all(d.path().join("certs")).expect("mkdir");
     std::fs::create_dir_all(d.path().join("secrets")).expect("mkdir");
     std::fs::write(d.path().join("certs/ca.crt"), "x").expect("write");
-    std::fs::write(d.path().join("secrets/gw1.pass"), "pw\n").expect("write");
+    write_private(&d.path().join("secrets/gw1.pass"), "pw\n");
     d
+}
+
+/// Writes a secret with mode 0600, as `mosquitto/add-user.sh` does.
+fn write_private(p: &Path, content: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(p, content).expect("write");
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+}
+
+fn chmod(p: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+/// The problems of `src` (in `d`) as `line: key` strings.
+fn problems_of(src: &str, d: &Path) -> Vec<String> {
+    match Config::parse(src, &d.join("t.toml")) {
+        Ok(_) => Vec::new(),
+        Err(ConfigError::Invalid { problems, .. }) => problems
+            .iter()
+            .map(|l| format!("{}: {}", l.line, l.key))
+            .collect(),
+        Err(e) => panic!("not a meaning problem: {e}"),
+    }
 }
 
 const EXAMPLE: &str = r#"gateway_id = "gw1"
@@ -340,6 +364,188 @@ fn several_sensors_each_report_their_own_problems() {
         keys,
         ["sensor[1].id", "sensor[2].id", "sensor[2].hysteresis"]
     );
+}
+
+#[test]
+fn a_hysteresis_wider_than_the_warning_critical_gap_is_rejected() {
+    let d = dir_with_files();
+    // The issue's case: CRITICAL held at 25 C, then WARNING "above 30" at 15.
+    let src = EXAMPLE.replace("hysteresis = 0.5", "hysteresis = 20.0");
+    assert_eq!(problems_of(&src, d.path()), ["21: sensor[0].hysteresis"]);
+    let msg = Config::parse(&src, &d.path().join("t.toml"))
+        .expect_err("wide")
+        .to_string();
+    assert!(
+        msg.contains("larger than the gap (10)") && msg.contains("at most 10"),
+        "{msg}"
+    );
+    // Equal to the gap is fine; the cold side is checked too.
+    let src = EXAMPLE.replace("hysteresis = 0.5", "hysteresis = 10.0");
+    assert_eq!(problems_of(&src, d.path()), Vec::<String>::new());
+    let src = EXAMPLE.replace(
+        "warning_above = 30.0\ncritical_above = 40.0\nhysteresis = 0.5",
+        "warning_below = -20.0\ncritical_below = -25.0\nhysteresis = 6.0",
+    );
+    assert_eq!(problems_of(&src, d.path()), ["21: sensor[0].hysteresis"]);
+    // And for the defaults of unconfigured sensors.
+    let src = EXAMPLE.replace(
+        "poll_interval_ms = 500",
+        "poll_interval_ms = 500\nmonitor_unconfigured = true\n[sensors.defaults]\nwarning_above = 30.0\ncritical_above = 31.0\nhysteresis = 2.0",
+    );
+    assert_eq!(
+        problems_of(&src, d.path()),
+        ["19: sensors.defaults.hysteresis"]
+    );
+}
+
+#[test]
+fn client_ids_mosquitto_refuses_are_rejected() {
+    let d = dir_with_files();
+    for bad in ["gw/1", "gw#", "gw+1", "", "gw\\u0000"] {
+        let src = EXAMPLE.replace(
+            "username = \"gw1\"",
+            &format!("username = \"gw1\"\nclient_id = \"{bad}\""),
+        );
+        assert_eq!(
+            problems_of(&src, d.path()),
+            ["8: mqtt.client_id"],
+            "{bad:?}"
+        );
+    }
+    let src = EXAMPLE.replace(
+        "username = \"gw1\"",
+        "username = \"gw1\"\nclient_id = \"thermalertd-gw1.kitchen_2\"",
+    );
+    assert_eq!(problems_of(&src, d.path()), Vec::<String>::new());
+}
+
+#[test]
+fn topic_prefixes_that_are_wildcards_or_broker_topics_are_rejected() {
+    let d = dir_with_files();
+    for bad in ["$SYS", "#", "$share/x", "a/+/b", "a//b", "/a", "a/", ""] {
+        let src = EXAMPLE.replace(
+            "gateway_id = \"gw1\"",
+            &format!("gateway_id = \"gw1\"\ntopic_prefix = \"{bad}\""),
+        );
+        assert_eq!(problems_of(&src, d.path()), ["2: topic_prefix"], "{bad:?}");
+    }
+    let src = EXAMPLE.replace(
+        "gateway_id = \"gw1\"",
+        "gateway_id = \"gw1\"\ntopic_prefix = \"site-a/thermalert\"",
+    );
+    assert_eq!(problems_of(&src, d.path()), Vec::<String>::new());
+    assert!(!validate::is_topic_prefix("$SYS"));
+}
+
+#[test]
+fn a_poll_interval_longer_than_an_hour_is_rejected() {
+    let d = dir_with_files();
+    for (v, want) in [
+        ("3600000", vec![]),
+        ("3600001", vec!["14: sensors.poll_interval_ms"]),
+        ("9223372036854775807", vec!["14: sensors.poll_interval_ms"]),
+    ] {
+        let src = EXAMPLE.replace("poll_interval_ms = 500", &format!("poll_interval_ms = {v}"));
+        assert_eq!(problems_of(&src, d.path()), want, "{v}");
+    }
+}
+
+#[test]
+fn port_zero_is_rejected() {
+    let d = dir_with_files();
+    let src = EXAMPLE.replace("port = 8883", "port = 0");
+    assert_eq!(problems_of(&src, d.path()), ["5: mqtt.port"]);
+}
+
+#[test]
+fn a_state_dir_that_is_a_file_is_rejected() {
+    let d = dir_with_files();
+    std::fs::write(d.path().join("state"), "").expect("write");
+    let src = EXAMPLE.replace(
+        "gateway_id = \"gw1\"",
+        "gateway_id = \"gw1\"\nstate_dir = \"state\"",
+    );
+    assert_eq!(problems_of(&src, d.path()), ["2: state_dir"]);
+    let src = EXAMPLE.replace(
+        "gateway_id = \"gw1\"",
+        "gateway_id = \"gw1\"\nstate_dir = \"state/sub\"",
+    );
+    assert_eq!(problems_of(&src, d.path()), ["2: state_dir"]);
+    // A directory, or one not made yet, is fine.
+    let src = EXAMPLE.replace(
+        "gateway_id = \"gw1\"",
+        "gateway_id = \"gw1\"\nstate_dir = \"certs\"",
+    );
+    assert_eq!(problems_of(&src, d.path()), Vec::<String>::new());
+    let src = EXAMPLE.replace(
+        "gateway_id = \"gw1\"",
+        "gateway_id = \"gw1\"\nstate_dir = \"new\"",
+    );
+    assert_eq!(problems_of(&src, d.path()), Vec::<String>::new());
+}
+
+#[test]
+fn a_password_file_others_can_read_is_rejected_with_the_fix() {
+    use std::os::unix::fs::MetadataExt;
+    if std::env::var_os("CREDENTIALS_DIRECTORY").is_some() {
+        return; // the credential is used, the file is not checked
+    }
+    let d = dir_with_files();
+    let pass = d.path().join("secrets/gw1.pass");
+    for mode in [0o644, 0o604, 0o620] {
+        chmod(&pass, mode);
+        assert_eq!(
+            problems_of(EXAMPLE, d.path()),
+            ["8: mqtt.password_file"],
+            "{mode:o}"
+        );
+    }
+    chmod(&pass, 0o644);
+    let msg = Config::parse(EXAMPLE, &d.path().join("t.toml"))
+        .expect_err("world-readable")
+        .to_string();
+    assert!(
+        msg.contains("mode 0644") && msg.contains(&format!("chmod 600 {}", pass.display())),
+        "{msg}"
+    );
+    for mode in [0o600, 0o400] {
+        chmod(&pass, mode);
+        assert_eq!(problems_of(EXAMPLE, d.path()), Vec::<String>::new());
+    }
+    // Group-readable only when root owns it (root:<service group> 0640).
+    chmod(&pass, 0o640);
+    let owned_by_root = std::fs::metadata(&pass).expect("stat").uid() == 0;
+    assert_eq!(problems_of(EXAMPLE, d.path()).is_empty(), owned_by_root);
+}
+
+#[test]
+fn every_new_check_is_reported_at_once_with_its_line() {
+    let d = dir_with_files();
+    std::fs::write(d.path().join("state"), "").expect("write");
+    chmod(&d.path().join("secrets/gw1.pass"), 0o644);
+    let src = EXAMPLE
+        .replace(
+            "gateway_id = \"gw1\"",
+            "gateway_id = \"gw1\"\ntopic_prefix = \"$SYS\"\nstate_dir = \"state\"",
+        )
+        .replace("port = 8883", "port = 0")
+        .replace(
+            "username = \"gw1\"",
+            "username = \"gw1\"\nclient_id = \"gw/#\"",
+        )
+        .replace("hysteresis = 0.5", "hysteresis = 15.0");
+    let mut want = vec![
+        "2: topic_prefix",
+        "3: state_dir",
+        "7: mqtt.port",
+        "10: mqtt.client_id",
+        "11: mqtt.password_file",
+        "24: sensor[0].hysteresis",
+    ];
+    if std::env::var_os("CREDENTIALS_DIRECTORY").is_some() {
+        want.retain(|w| !w.contains("password_file"));
+    }
+    assert_eq!(problems_of(&src, d.path()), want);
 }
 
 proptest::proptest! {

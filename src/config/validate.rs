@@ -47,10 +47,10 @@ fn top_level(cfg: &Config, out: &mut Vec<Problem>) {
             ),
         ));
     }
-    if !is_topic_prefix(&cfg.topic_prefix) {
+    if let Some(why) = topic_prefix_problem(&cfg.topic_prefix) {
         out.push(Problem::new(
             KeyPath::keys(&["topic_prefix"]),
-            "must be non-empty, without '+', '#' or a leading/trailing '/'",
+            format!("{:?} {why}", cfg.topic_prefix),
         ));
     }
     if cfg.outbox_max_bytes < 4096 {
@@ -66,6 +66,17 @@ fn mqtt(cfg: &Config, out: &mut Vec<Problem>) {
     let mk = |k: &'static str| KeyPath::keys(&["mqtt", k]);
     if m.host.trim().is_empty() {
         out.push(Problem::new(mk("host"), "must not be empty"));
+    }
+    if m.port == 0 {
+        out.push(Problem::new(
+            mk("port"),
+            "0 is not a port: 1 to 65535 (8883 is MQTT over TLS)",
+        ));
+    }
+    if let Some(id) = &m.client_id {
+        if let Some(why) = client_id_problem(id) {
+            out.push(Problem::new(mk("client_id"), format!("{id:?} {why}")));
+        }
     }
     match (&m.client_cert, &m.client_key) {
         (Some(_), None) => out.push(Problem::new(
@@ -115,6 +126,16 @@ fn sensors(cfg: &Config, out: &mut Vec<Problem>) {
         out.push(Problem::new(
             sk("poll_interval_ms"),
             format!("{} is too short: at least 50", s.poll_interval_ms),
+        ));
+    } else if s.poll_interval_ms > MAX_POLL_INTERVAL_MS {
+        // A sensor read this rarely is not watched; and the values past
+        // it overflowed (Home Assistant's expiry is three intervals).
+        out.push(Problem::new(
+            sk("poll_interval_ms"),
+            format!(
+                "{} is too long: at most {MAX_POLL_INTERVAL_MS} (one hour)",
+                s.poll_interval_ms
+            ),
         ));
     }
     if s.fault_after < 1 {
@@ -232,6 +253,9 @@ fn sensor(i: usize, sc: &SensorConfig, before: &[SensorConfig], out: &mut Vec<Pr
     }
 }
 
+/// The longest `sensors.poll_interval_ms` accepted: one hour.
+pub const MAX_POLL_INTERVAL_MS: u64 = 3_600_000;
+
 /// True for a non-empty string usable as one topic level: ASCII letters,
 /// digits, `-` and `_`.
 pub fn is_topic_word(s: &str) -> bool {
@@ -242,7 +266,55 @@ pub fn is_topic_word(s: &str) -> bool {
 }
 
 /// True for a usable topic prefix (one or more levels): non-empty, no
-/// wildcard, no leading or trailing `/`.
+/// wildcard, no leading or trailing `/`, no empty level, not a `$` topic
+/// and no control character (see [`topic_prefix_problem`]).
 pub fn is_topic_prefix(p: &str) -> bool {
-    !(p.is_empty() || p.contains(['+', '#']) || p.starts_with('/') || p.ends_with('/'))
+    topic_prefix_problem(p).is_none()
+}
+
+/// Why `p` cannot be the first levels of the topics published and
+/// subscribed to; `None` when it can.
+pub fn topic_prefix_problem(p: &str) -> Option<&'static str> {
+    if p.is_empty() {
+        return Some("must not be empty");
+    }
+    if p.contains(['+', '#']) {
+        return Some("must not contain the wildcards '+' or '#' (topics are published under it)");
+    }
+    if p.starts_with('$') {
+        return Some(
+            "starts with '$': such topics ($SYS, $share) belong to the broker, a client's publishes there are refused",
+        );
+    }
+    if p.starts_with('/') || p.ends_with('/') || p.contains("//") {
+        return Some("must not have a leading or trailing '/' or an empty level ('//')");
+    }
+    if p.chars().any(char::is_control) {
+        return Some("must not contain control characters");
+    }
+    None
+}
+
+/// Why `id` cannot be the daemon's MQTT client id; `None` when it can.
+/// Mosquitto denies every publish and subscription of a client whose id
+/// contains `+` or `#` (and some ACL plugins also `/`), which the client
+/// only sees as lost messages; control characters make the CONNECT
+/// malformed; an empty id gets a random one from the broker, so the
+/// session (and its queued answers) would not survive a reconnect.
+pub fn client_id_problem(id: &str) -> Option<&'static str> {
+    if id.is_empty() {
+        return Some("must not be empty (the broker would pick a new one at every connection, losing the session)");
+    }
+    if id.contains(['+', '#', '/']) {
+        return Some(
+            "must not contain '/', '+' or '#': Mosquitto denies every publish of such a client (\"dangerous client id\")",
+        );
+    }
+    if id.chars().any(char::is_control) {
+        return Some("must not contain control characters");
+    }
+    if id.len() > usize::from(u16::MAX) {
+        return Some("is too long: MQTT allows at most 65535 bytes");
+    }
+    None
 }

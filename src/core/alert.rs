@@ -105,6 +105,7 @@ impl Thresholds {
         if !lt(self.critical_below, self.warning_below) {
             return Err(("critical_below", "must be below warning_below".into()));
         }
+        self.check_hysteresis_gap()?;
         let highest_below = self.warning_below.or(self.critical_below);
         let lowest_above = self.warning_above.or(self.critical_above);
         if let (Some(b), Some(a)) = (highest_below, lowest_above) {
@@ -113,6 +114,39 @@ impl Thresholds {
                     "warning_below",
                     format!(
                         "the lower thresholds ({b}) must be more than 2 x hysteresis below the upper ones ({a})"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Leaving CRITICAL needs the temperature back by the hysteresis. When
+    /// the hysteresis is larger than the gap between the warning and the
+    /// critical threshold of a side, that point lies beyond the warning
+    /// threshold: the sensor stays CRITICAL where it is not even at
+    /// WARNING, then drops to a WARNING "above" a threshold it is below.
+    /// A hysteresis equal to the gap is fine (CRITICAL is held exactly
+    /// while the temperature is past the warning threshold).
+    fn check_hysteresis_gap(&self) -> Result<(), (&'static str, String)> {
+        let h = self.hysteresis;
+        let sides = [
+            (self.warning_above, self.critical_above, "above"),
+            (self.critical_below, self.warning_below, "below"),
+        ];
+        for (lo, hi, side) in sides {
+            let (Some(lo), Some(hi)) = (lo, hi) else {
+                continue;
+            };
+            let gap = hi - lo;
+            if h > gap {
+                let (w, c) = if side == "above" { (lo, hi) } else { (hi, lo) };
+                return Err((
+                    "hysteresis",
+                    format!(
+                        "{h} is larger than the gap ({gap}) between warning_{side} ({w}) and critical_{side} ({c}): \
+                         a sensor would stay CRITICAL past the warning threshold, then report WARNING {side} {w} \
+                         at a temperature that is not; use a hysteresis of at most {gap}"
                     ),
                 ));
             }
@@ -492,7 +526,94 @@ mod tests {
         assert_eq!(n.check().map_err(|e| e.0), Err("hysteresis"));
     }
 
+    /// What the hysteresis rule of [`Thresholds::check`] prevents: a
+    /// hysteresis (20) larger than the warning-critical gap (10) holds
+    /// CRITICAL at 25 C, under the 30 C warning threshold, then reports a
+    /// WARNING "above 30.00 C" at 15 C.
+    #[test]
+    fn a_hysteresis_wider_than_the_warning_critical_gap_gives_wrong_levels() {
+        let wide = Thresholds {
+            hysteresis: 20.0,
+            ..hot()
+        };
+        let mut a = SensorAlarm::new(wide, 3);
+        assert_eq!(levels(&mut a, &[45.0]), vec![AlertLevel::Critical]);
+        assert!(levels(&mut a, &[25.0]).is_empty());
+        assert_eq!(a.level(), Level::Critical, "CRITICAL held at 25 C");
+        let d = a.observe(Ok(15.0));
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].level, AlertLevel::Warning);
+        assert!(
+            message("freezer", &d[0]).contains("at 15.00 C (above 30.00 C)"),
+            "{}",
+            message("freezer", &d[0])
+        );
+        // The check refuses it, and on the cold side too.
+        assert_eq!(wide.check().map_err(|e| e.0), Err("hysteresis"));
+        let mut cold_wide = cold();
+        cold_wide.hysteresis = 5.5;
+        cold_wide.warning_above = Some(20.0);
+        cold_wide.critical_above = None;
+        assert_eq!(cold_wide.check().map_err(|e| e.0), Err("hysteresis"));
+        // A hysteresis equal to the gap is accepted.
+        let equal = Thresholds {
+            hysteresis: 10.0,
+            warning_above: Some(30.0),
+            critical_above: Some(40.0),
+            ..Default::default()
+        };
+        assert_eq!(equal.check(), Ok(()));
+    }
+
     proptest::proptest! {
+        /// With thresholds the check accepts (on a 1/16 C grid, the
+        /// DS18B20's step, so the arithmetic is exact), a sensor is never
+        /// CRITICAL at a temperature that has not crossed a warning
+        /// threshold, and never reports WARNING or CRITICAL on the wrong
+        /// side of the threshold it names by more than the hysteresis.
+        #[test]
+        fn accepted_thresholds_never_hold_critical_short_of_warning(
+            w in -400i32..400,
+            (gap, h) in proptest::strategy::Strategy::prop_flat_map(1i32..200, |gap| (proptest::strategy::Just(gap), 0..=gap)),
+            wider in 1i32..200,
+            below in proptest::bool::ANY,
+            reads in proptest::collection::vec(-880i32..1999, 1..120),
+        ) {
+            let sixteenths = |n: i32| f64::from(n) / 16.0;
+            let thresholds = |h: f64| {
+                let (w, gap) = (sixteenths(w), sixteenths(gap));
+                if below {
+                    Thresholds { warning_below: Some(w), critical_below: Some(w - gap), hysteresis: h, ..Default::default() }
+                } else {
+                    Thresholds { warning_above: Some(w), critical_above: Some(w + gap), hysteresis: h, ..Default::default() }
+                }
+            };
+            // Exactly the hysteresis wider than the gap is refused.
+            proptest::prop_assert_eq!(thresholds(sixteenths(gap + wider)).check().map_err(|e| e.0), Err("hysteresis"));
+            let (w, h) = (sixteenths(w), sixteenths(h));
+            let t = thresholds(h);
+            proptest::prop_assert_eq!(t.check(), Ok(()));
+            let mut a = SensorAlarm::new(t, 1);
+            for r in reads {
+                let c = f64::from(r) / 16.0;
+                for d in a.observe(Ok(c)) {
+                    if let (Some(thr), Some(side)) = (d.threshold, d.side) {
+                        if d.level != AlertLevel::Resolved {
+                            let past = match side {
+                                Side::Above => c > thr - h,
+                                Side::Below => c < thr + h,
+                            };
+                            proptest::prop_assert!(past, "{:?} at {}", d, c);
+                        }
+                    }
+                }
+                if a.level() == Level::Critical {
+                    let past_warning = if below { c < w } else { c > w };
+                    proptest::prop_assert!(past_warning, "CRITICAL held at {} (warning {})", c, w);
+                }
+            }
+        }
+
         /// Whatever the readings, the engine never alerts twice in a row
         /// with the same level, and never raises WARNING/CRITICAL from a fault.
         #[test]

@@ -352,7 +352,8 @@ impl Broker {
             .output()
             .expect("mosquitto_passwd");
         assert!(st.status.success(), "mosquitto_passwd: {st:?}");
-        std::fs::write(dir.join("observer.pass"), "observer-secret\n").expect("write pass");
+        // add-user.sh wrote the others' with mode 600.
+        write_secret(&dir.join("observer.pass"), "observer-secret\n");
         let mut text = std::fs::read_to_string(&acl).expect("read acl");
         text.push_str("\nuser observer\ntopic readwrite #\n");
         std::fs::write(&acl, text).expect("write acl");
@@ -781,6 +782,14 @@ pub const HOT: &str = "warning_above = 30.0\ncritical_above = 40.0";
 
 /// CRITICAL above 40 C, no WARNING level.
 pub const CRIT: &str = "critical_above = 40.0";
+
+/// Writes a password file with mode 0600 (as `mosquitto/add-user.sh`
+/// does): `check-config` refuses one others can read.
+pub fn write_secret(path: &Path, content: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, content).expect("write secret");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod 600");
+}
 
 pub fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().expect("tempdir")
