@@ -20,12 +20,23 @@ command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 command -v flock >/dev/null 2>&1 || need+=(util-linux)
+# The central broker cluster of tests/cluster.rs (central/setup-node.sh):
+# Debian's ejabberd (mod_mqtt) and the Erlang runtime it brings.
+ejabberd_installed() { compgen -G '/usr/lib/*/ejabberd-*/ebin' >/dev/null || compgen -G '/usr/lib/erlang/lib/ejabberd-*/ebin' >/dev/null; }
+ejabberd_installed || need+=(ejabberd)
 if [[ ${#need[@]} -gt 0 ]]; then
     sudo=()
     [[ $(id -u) -eq 0 ]] || sudo=(sudo)
     echo "install-deps: installing ${need[*]}" >&2
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+# The tests run ejabberd nodes of their own (own config, spool, node names,
+# ports and epmd on 127.0.0.1): the package's system instance is not needed.
+if [[ " ${need[*]} " == *" ejabberd "* ]] && command -v systemctl >/dev/null 2>&1; then
+    sudo=()
+    [[ $(id -u) -eq 0 ]] || sudo=(sudo)
+    "${sudo[@]}" systemctl disable --now ejabberd >/dev/null 2>&1 || true
 fi
 # Debian installs mosquitto in /usr/sbin, which is not on every user's PATH.
 if ! command -v mosquitto >/dev/null 2>&1 && [[ -x /usr/sbin/mosquitto ]]; then

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # test.sh - everything CI checks, from a fresh Debian machine: installs what
-# the tests need (Mosquitto, its clients, OpenSSL), then formatting, clippy,
+# the tests need (Mosquitto, its clients, OpenSSL, ejabberd for the central
+# cluster of tests/cluster.rs), then formatting, clippy,
 # every test (unit, simulator, and integration tests against a real
 # Mosquitto over TLS), every shipped example config, the systemd unit, the
 # ARM builds under qemu (scripts/cross-qemu.sh), the Debian packages

@@ -185,6 +185,9 @@ pub enum Link {
         session_present: bool,
         /// The broker's Receive Maximum, if it sent one.
         broker_receive_max: Option<u16>,
+        /// Whether the broker takes shared subscriptions (`$share/...`):
+        /// false when its CONNACK says so (ejabberd's mod_mqtt).
+        shared_subscriptions: bool,
     },
     /// An incoming PUBLISH.
     Message(Box<rumqttc::Publish>),
@@ -239,6 +242,11 @@ pub async fn drive_with_heartbeat(
                 // From now on, reconnects resume this session.
                 eventloop.options.set_clean_start(false);
                 let broker_receive_max = ack.properties.as_ref().and_then(|p| p.receive_max);
+                let shared_subscriptions = ack
+                    .properties
+                    .as_ref()
+                    .and_then(|p| p.shared_subscription_available)
+                    != Some(0);
                 state.connected(&format!(
                     "connected to the broker (session {}, broker receive maximum {})",
                     if ack.session_present {
@@ -252,6 +260,7 @@ pub async fn drive_with_heartbeat(
                     .send(Link::Connected {
                         session_present: ack.session_present,
                         broker_receive_max,
+                        shared_subscriptions,
                     })
                     .await;
             }

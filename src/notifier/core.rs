@@ -486,5 +486,14 @@ pub fn watch_alert(e: &watch::Event, id: String, now: SystemTime) -> Alert {
     }
 }
 
+/// `f` without its `$share/<group>/` prefix: the plain filter, for a
+/// broker without shared subscriptions.
+pub fn without_share(f: &str) -> String {
+    f.strip_prefix("$share/")
+        .and_then(|rest| rest.split_once('/'))
+        .map_or(f, |(_, topic)| topic)
+        .to_string()
+}
+
 #[cfg(test)]
 mod tests;

@@ -24,7 +24,9 @@ use crate::mqtt::payload::Alert;
 use crate::mqtt::store::FileSessionStore;
 use crate::notifier::answer::Answerer;
 use crate::notifier::channels::{Channels, HookOutcome};
-use crate::notifier::core::{Action, Core, CoreConfig, Message, Now, Reply, SEEN_CAP};
+use crate::notifier::core::{
+    without_share, Action, Core, CoreConfig, Message, Now, Reply, SEEN_CAP,
+};
 use crate::notifier::seen::Seen;
 use crate::notifier::settings::Settings;
 use crate::sys::backoff::Backoff;
@@ -305,13 +307,25 @@ impl Shell {
     async fn on_link(&mut self, link: Link) {
         match link {
             Link::Connected {
-                session_present, ..
+                session_present,
+                shared_subscriptions,
+                ..
             } => {
                 let actions = self.core.on_link_up(Now::system());
                 self.execute(actions);
+                // A broker without shared subscriptions (ejabberd) ends the
+                // connection on a `$share/...` filter: every member then
+                // takes every alert and skips those another member already
+                // answered (see "Fleets" in the README).
+                let plain = self.core.in_share_group() && !shared_subscriptions;
+                if plain {
+                    log::warn!(
+                        "the broker has no shared subscriptions: every member of the share group receives every alert, and skips those another member already answered"
+                    );
+                }
                 if session_present {
                     log::info!("session resumed: subscriptions kept");
-                    if self.core.in_share_group() {
+                    if self.core.in_share_group() && !plain {
                         // Some brokers (Mosquitto 2.0.11 after a restart
                         // from its persistence file) resume the session
                         // without its shared subscriptions: subscribe again
@@ -324,7 +338,12 @@ impl Shell {
                     }
                     return;
                 }
-                let s = self.core.subscriptions();
+                let mut s = self.core.subscriptions();
+                if plain {
+                    for f in &mut s.exactly_once {
+                        *f = without_share(f);
+                    }
+                }
                 let subs = s
                     .exactly_once
                     .iter()

@@ -297,6 +297,8 @@ pub struct BrokerOpts<'a> {
     pub plaintext: bool,
     /// Use this PKI instead of making one for localhost.
     pub pki: Option<Pki>,
+    /// Users besides [`USERS`] (e.g. more gateways), with their passwords.
+    pub users: &'a [(&'a str, &'a str)],
 }
 
 impl Broker {
@@ -321,7 +323,11 @@ impl Broker {
         let passwd = dir.join("passwd");
         let acl = dir.join("acl");
         std::fs::copy(Path::new(ROOT).join("mosquitto/thermalert.acl"), &acl).expect("project ACL");
-        for (u, p) in USERS.iter().filter(|(u, _)| *u != "observer") {
+        for (u, p) in USERS
+            .iter()
+            .chain(opts.users)
+            .filter(|(u, _)| *u != "observer")
+        {
             let role = if u.starts_with("gw") {
                 "gateway"
             } else {

@@ -474,3 +474,12 @@ fn an_alert_asking_for_its_answer_elsewhere_is_shown_but_not_answered() {
         );
     }
 }
+
+#[test]
+fn a_shared_filter_loses_its_group_and_a_plain_one_stays() {
+    assert_eq!(
+        without_share("$share/ops/thermalert/+/alerts/+"),
+        "thermalert/+/alerts/+"
+    );
+    assert_eq!(without_share("thermalert/+/status"), "thermalert/+/status");
+}
