@@ -7,45 +7,9 @@
 //! the state changes; on a Pi the pin is an rppal `OutputPin`, in tests a
 //! fake.
 
-use std::collections::BTreeSet;
-
-use crate::core::alert::AlertLevel;
 use crate::mqtt::payload::Alert;
 
-/// Whether the alarm is on, given the ids of the CRITICAL alerts raised and
-/// the ids answered: on while any CRITICAL has no answer.
-pub fn alarm_on<'a>(
-    critical: impl IntoIterator<Item = &'a str>,
-    answered: &dyn Fn(&str) -> bool,
-) -> bool {
-    critical.into_iter().any(|id| !answered(id))
-}
-
-/// The CRITICAL alerts not yet acknowledged by a notifier.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Unacknowledged {
-    ids: BTreeSet<String>,
-}
-
-impl Unacknowledged {
-    /// An alert was raised (or escalated: same id, nothing changes).
-    pub fn raised(&mut self, alert: &Alert) {
-        if alert.level == AlertLevel::Critical {
-            self.ids.insert(alert.id.clone());
-        }
-    }
-
-    /// A notifier answered the alert `id` (any alert; only CRITICALs count).
-    pub fn answered(&mut self, id: &str) {
-        self.ids.remove(id);
-    }
-
-    /// [`alarm_on`] over what was raised and answered so far (answered
-    /// ids are forgotten, so nothing here is answered).
-    pub fn alarm_on(&self) -> bool {
-        alarm_on(self.ids.iter().map(String::as_str), &|_| false)
-    }
-}
+pub use crate::core::alarm::{alarm_on, Unacknowledged};
 
 #[derive(Debug, thiserror::Error)]
 #[error("alarm output on GPIO {pin}: {message}")]
@@ -75,28 +39,29 @@ impl Alarm {
             pin,
             driven: None,
         };
-        a.apply();
+        a.set(false);
         a
     }
 
     pub fn raised(&mut self, alert: &Alert) {
         self.state.raised(alert);
-        self.apply();
+        self.set(self.state.alarm_on());
     }
 
     pub fn answered(&mut self, id: &str) {
         self.state.answered(id);
-        self.apply();
+        self.set(self.state.alarm_on());
     }
 
     pub fn is_on(&self) -> bool {
         self.state.alarm_on()
     }
 
-    /// Sets the pin when the state changed; a failure is logged and tried
-    /// again at the next change.
-    fn apply(&mut self) {
-        let on = self.state.alarm_on();
+    /// Drives the pin to `on` (the daemon: as the gateway core decided,
+    /// after each alert raised and each answer), touching it only when that
+    /// changes what it was last set to; a failure is logged and tried again
+    /// at the next call.
+    pub fn set(&mut self, on: bool) {
         if self.driven == Some(on) {
             return;
         }
@@ -122,8 +87,8 @@ impl Alarm {
 
 /// The alarm configured in `[alarm]`, if any. A pin that cannot be opened
 /// is logged and the daemon runs without it: alerts matter more.
-pub fn from_config(cfg: &crate::config::Config) -> Option<Alarm> {
-    let pin = cfg.alarm.as_ref()?.gpio_pin;
+pub fn from_config(alarm: Option<&crate::config::AlarmConfig>) -> Option<Alarm> {
+    let pin = alarm?.gpio_pin;
     match gpio_pin(pin) {
         Ok(p) => {
             log::info!("local alarm output on GPIO {pin}");
@@ -176,6 +141,7 @@ pub fn gpio_pin(pin: u8) -> Result<Box<dyn AlarmPin>, AlarmError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::alert::AlertLevel;
     use std::sync::{Arc, Mutex};
 
     fn alert(id: &str, level: AlertLevel) -> Alert {

@@ -20,15 +20,12 @@ use crate::mqtt::conn::{Endpoint, Link};
 use crate::mqtt::oneshot::Connection;
 use crate::mqtt::payload::{self, Ack, Alert};
 use crate::mqtt::topics::Topics;
-use crate::mqtt::CONTENT_TYPE_JSON;
 use crate::sys::timefmt;
 
 /// The sensor level of the drill's alert topic: `<prefix>/<gw>/alerts/drill`.
 pub const DRILL_SENSOR: &str = "drill";
 
-/// Drill alert ids start with this, so the daemon can tell the answers
-/// to a drill from answers that match nothing.
-pub const ID_PREFIX: &str = "drill-";
+pub use crate::mqtt::payload::{is_drill_id, DRILL_ID_PREFIX as ID_PREFIX};
 
 /// Exit status when the broker could not be reached (`EX_UNAVAILABLE`).
 pub const EXIT_UNREACHABLE: i32 = 69;
@@ -83,15 +80,10 @@ pub fn test_alert(cfg: &Config, id: String, ts: String) -> Alert {
     }
 }
 
-/// Whether an answer id belongs to a drill.
-pub fn is_drill_id(id: &[u8]) -> bool {
-    id.starts_with(ID_PREFIX.as_bytes())
-}
-
 /// `thermalertd drill`: returns the exit code (0 answered, 1 unanswered
 /// or refused, 69 broker unreachable, 78 bad configuration).
 pub fn main(cfg: &Config, path: &std::path::Path, timeout: Duration, expect: Option<usize>) -> i32 {
-    let endpoint = match crate::daemon::endpoint(cfg) {
+    let endpoint = match crate::mqtt::conn::endpoint(cfg) {
         Ok(e) => e,
         Err(e) => {
             log::error!("invalid configuration: {}: {e:#}", path.display());
@@ -177,13 +169,12 @@ async fn exercise(
     let alert = test_alert(cfg, id.clone(), timefmt::now_rfc3339());
     let corr = Bytes::from(id.clone().into_bytes());
     let props = PublishProperties {
-        payload_format_indicator: Some(1),
-        // A notifier that comes back after the drill never sees it.
-        message_expiry_interval: Some(u32::try_from(timeout.as_secs().max(1)).unwrap_or(u32::MAX)),
-        content_type: Some(CONTENT_TYPE_JSON.into()),
         response_topic: Some(acks.clone()),
         correlation_data: Some(corr.clone()),
-        ..Default::default()
+        // A notifier that comes back after the drill never sees it.
+        ..payload::json_properties(Some(
+            u32::try_from(timeout.as_secs().max(1)).unwrap_or(u32::MAX),
+        ))
     };
     let topic = topics.alert(DRILL_SENSOR);
     let sent = Instant::now();

@@ -32,6 +32,7 @@ use crate::config::Config;
 /// rest of it, in [`crate::config`]).
 pub use crate::config::HomeAssistantConfig;
 use crate::mqtt::topics::Topics;
+use crate::sys::shutdown::Shutdown;
 
 /// The last path level of the sentinel topic.
 pub const SYNC_LEVEL: &str = "thermalertd-sync";
@@ -327,21 +328,31 @@ impl Discoverer {
 
 impl Discoverer {
     /// The daemon's hook for a CONNACK: starts the exchange when due.
-    pub async fn connected(&mut self, client: &AsyncClient, session_present: bool) {
+    pub async fn connected(
+        &mut self,
+        client: &AsyncClient,
+        session_present: bool,
+        tasks: &Shutdown,
+    ) {
         if let Some(a) = self.on_connected(session_present, uuid::Uuid::new_v4().to_string()) {
-            execute(client, a).await;
+            execute(client, a, tasks).await;
         }
     }
 
     /// The daemon's hook for an incoming message: true when it was
     /// discovery's.
-    pub async fn message(&mut self, client: &AsyncClient, p: &rumqttc::Publish) -> bool {
+    pub async fn message(
+        &mut self,
+        client: &AsyncClient,
+        p: &rumqttc::Publish,
+        tasks: &Shutdown,
+    ) -> bool {
         let topic = String::from_utf8_lossy(&p.topic);
         match self.on_message(&topic, p.retain, &p.payload) {
             None => false,
             Some(None) => true,
             Some(Some(a)) => {
-                execute(client, a).await;
+                execute(client, a, tasks).await;
                 true
             }
         }
@@ -349,8 +360,8 @@ impl Discoverer {
 }
 
 /// Carries out an action on the MQTT client; failures are logged (the
-/// next session tries again).
-pub async fn execute(client: &AsyncClient, action: Action) {
+/// next session tries again). Its waits run as `tasks`' tasks.
+pub async fn execute(client: &AsyncClient, action: Action, tasks: &Shutdown) {
     match action {
         Action::SubscribeAndSync {
             filters,
@@ -371,7 +382,7 @@ pub async fn execute(client: &AsyncClient, action: Action) {
                 }
             };
             let client = client.clone();
-            tokio::spawn(async move {
+            tasks.spawn(async move {
                 if let Err(e) = notice.wait_async().await {
                     log::error!("home assistant discovery: subscription failed: {e}");
                     return;
@@ -408,7 +419,7 @@ pub async fn execute(client: &AsyncClient, action: Action) {
                 }
             }
             // Logged once the broker has taken every one of them (PUBACK).
-            tokio::spawn(async move {
+            tasks.spawn(async move {
                 let mut failed = total - notices.len();
                 for n in notices {
                     if let Err(e) = n.wait_async().await {

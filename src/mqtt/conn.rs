@@ -41,6 +41,37 @@ pub struct Endpoint {
     pub resume_on_start: bool,
 }
 
+/// Why the daemon's [`Endpoint`] cannot be built from its configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    #[error("mqtt.ca_file / client_cert")]
+    Tls(#[source] super::tls::TlsError),
+    #[error("mqtt.password_file")]
+    Password(#[source] crate::config::secret::SecretError),
+}
+
+/// The daemon's endpoint (TLS and credentials) from its configuration;
+/// `thermalertd run`, `check-config` and `drill` share it.
+pub fn endpoint(cfg: &crate::config::Config) -> Result<Endpoint, EndpointError> {
+    let m = &cfg.mqtt;
+    let client = m.client_cert.as_deref().zip(m.client_key.as_deref());
+    let tls = super::tls::client_config(&m.ca_file, client).map_err(EndpointError::Tls)?;
+    let password = cfg.password().map_err(EndpointError::Password)?;
+    Ok(Endpoint {
+        host: m.host.clone(),
+        port: m.port,
+        client_id: cfg.client_id(),
+        username: m.username.clone(),
+        password,
+        tls,
+        keep_alive_secs: m.keep_alive_secs,
+        connect_timeout: Duration::from_secs(m.connect_timeout_secs),
+        session_expiry_secs: m.session_expiry_secs,
+        receive_maximum: m.receive_maximum,
+        resume_on_start: false,
+    })
+}
+
 impl Endpoint {
     /// MQTT v5 options: TLS only, clean start off with a session expiry,
     /// our Receive Maximum, TCP_NODELAY (alerts are small and urgent).

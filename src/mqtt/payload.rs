@@ -125,6 +125,28 @@ pub enum PayloadError {
     Json(#[from] serde_json::Error),
 }
 
+/// Drill alert ids start with this, so the daemon can tell the answers
+/// to a drill (`thermalertd drill`) from answers that match nothing.
+pub const DRILL_ID_PREFIX: &str = "drill-";
+
+/// Whether an answer id belongs to a drill.
+pub fn is_drill_id(id: &[u8]) -> bool {
+    id.starts_with(DRILL_ID_PREFIX.as_bytes())
+}
+
+/// The v5 properties of a JSON publish: payload format UTF-8, content
+/// type `application/json`, and a message expiry of `expiry` seconds when
+/// given. One home for the daemon's and the notifier's JSON messages (add
+/// ResponseTopic or CorrelationData with `..json_properties(..)`).
+pub fn json_properties(expiry: Option<u32>) -> rumqttc::PublishProperties {
+    rumqttc::PublishProperties {
+        payload_format_indicator: Some(1),
+        message_expiry_interval: expiry,
+        content_type: Some(super::CONTENT_TYPE_JSON.into()),
+        ..Default::default()
+    }
+}
+
 /// Decodes a JSON payload with a size limit and a clear error.
 pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, PayloadError> {
     if bytes.len() > MAX_PAYLOAD {

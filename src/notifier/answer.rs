@@ -5,7 +5,6 @@ use rumqttc::{AsyncClient, PublishNoticeError, PublishOptions, QoS};
 use tokio::task::JoinHandle;
 
 use crate::mqtt::payload::{self, Ack};
-use crate::mqtt::CONTENT_TYPE_JSON;
 use crate::notifier::core::Reply;
 use crate::sys::shutdown::Shutdown;
 use crate::sys::timefmt;
@@ -34,9 +33,7 @@ impl Answerer {
         };
         let props = rumqttc::PublishProperties {
             correlation_data: reply.correlation,
-            content_type: Some(CONTENT_TYPE_JSON.into()),
-            payload_format_indicator: Some(1),
-            ..Default::default()
+            ..payload::json_properties(None)
         };
         let body = payload::encode(&ack);
         let opts = PublishOptions::new(QoS::AtLeastOnce).properties(props.clone());

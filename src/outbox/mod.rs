@@ -20,85 +20,35 @@
 //! over the log, folder fsynced) when it is opened and whenever it has grown
 //! to twice its live size.
 //!
-//! Group commit: [`Outbox::push`] only writes the record; the daemon then
-//! takes a [`SyncJob`] (one `fdatasync` for every record written since the
-//! last one, e.g. all the alerts of one sweep) and runs it on a blocking
-//! thread, so the MQTT link never waits for the disk. An entry is handed to
-//! the client ([`Outbox::pop`]) only once its record is on disk.
+//! Group commit: a push only writes the record; the daemon then runs one
+//! [`SyncJob`] (one `fdatasync` for every record written since the last
+//! one, e.g. all the alerts of one sweep) on a blocking thread, so the MQTT
+//! link never waits for the disk. An entry is handed to the client
+//! ([`Queue::pop`]) only once its record is on disk.
+//!
+//! Three parts: [`record`] (the codec, pure), [`disk`] (the log file: [`Disk`]),
+//! [`queue`] (the order and the durability of the entries, pure, taking
+//! `now`). The gateway core ([`crate::core::gateway`]) owns the queue and
+//! asks for disk work with actions that the daemon's shell carries out on
+//! the [`Disk`]; [`Outbox`] joins the two halves directly, for callers that
+//! do everything on one thread (tests, tools).
 //!
 //! Readings never come here; only alerts, which are rare (SD-card wear).
 //! When the log cannot be written (disk full, read-only, over
 //! `outbox_max_bytes`), entries stay in memory only and one line says so.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::fs::{File, OpenOptions};
-use std::io::Write;
+pub mod disk;
+pub mod queue;
+pub mod record;
+
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime};
 
-use serde::{Deserialize, Serialize};
-
-use crate::mqtt::payload::Alert;
-
-/// The log's file name inside the state directory.
-pub const FILE_NAME: &str = "outbox.log";
-
-const MAGIC: [u8; 2] = [0xA1, 0x7E];
-const HEADER: usize = 10;
-/// No record is larger: an alert is a few hundred bytes.
-pub const MAX_RECORD: usize = 64 * 1024;
-/// The log is compacted once it is this large and twice its live size.
-const COMPACT_MIN: u64 = 16 * 1024;
-
-/// Something to publish at QoS 2, in order.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Item {
-    Alert {
-        alert: Alert,
-    },
-    /// A sensor's retained CRITICAL published again (same alert, fresh
-    /// expiry) so that the retained state outlives the message expiry.
-    RefreshRetained {
-        alert: Alert,
-    },
-    /// An empty retained message that clears a sensor's retained CRITICAL.
-    ClearRetained {
-        sensor: String,
-    },
-}
-
-impl Item {
-    /// A short description for log lines.
-    pub fn describe(&self) -> String {
-        match self {
-            Item::Alert { alert } => format!(
-                "alert {} ({} {}, escalation {})",
-                alert.id, alert.level, alert.name, alert.escalation
-            ),
-            Item::ClearRetained { sensor } => format!("retained CRITICAL clear for {sensor}"),
-            Item::RefreshRetained { alert } => {
-                format!("retained CRITICAL refresh of {} ({})", alert.id, alert.name)
-            }
-        }
-    }
-}
-
-/// One record of the log.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-pub enum Record {
-    Add {
-        seq: u64,
-        /// Wall-clock time it entered the outbox, ms since the Unix epoch.
-        at_ms: u64,
-        item: Item,
-    },
-    Done {
-        seq: u64,
-    },
-}
+pub use disk::{Disk, DiskLog, Loaded, Opened, SyncJob, FILE_NAME};
+pub use queue::{Entry, Queue, SyncNews, SYNC_STALL};
+pub use record::{
+    crc32, decode_all, encode, replay, unix_ms, waited_before, Decoded, Item, Record, MAX_RECORD,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
@@ -110,401 +60,26 @@ pub enum OutboxError {
     },
     #[error("outbox full: {live} of {max} bytes in use")]
     Full { live: u64, max: u64 },
+    #[error("cannot encode a record: {0}")]
+    Encode(#[source] serde_json::Error),
     #[error("record too large ({0} bytes)")]
     TooLarge(usize),
 }
 
-// ---- framing: the pure core ---------------------------------------------
-
-const fn crc_table() -> [u32; 256] {
-    let mut t = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 {
-                0xEDB8_8320 ^ (c >> 1)
-            } else {
-                c >> 1
-            };
-            k += 1;
-        }
-        t[i] = c;
-        i += 1;
-    }
-    t
-}
-static CRC_TABLE: [u32; 256] = crc_table();
-
-/// CRC-32 (IEEE 802.3, as zlib and PNG).
-pub fn crc32(data: &[u8]) -> u32 {
-    let mut c = 0xFFFF_FFFFu32;
-    for &b in data {
-        c = CRC_TABLE[((c ^ u32::from(b)) & 0xFF) as usize] ^ (c >> 8);
-    }
-    c ^ 0xFFFF_FFFF
-}
-
-/// One record, framed.
-pub fn encode(r: &Record) -> Result<Vec<u8>, OutboxError> {
-    let body = serde_json::to_vec(r).map_err(|e| OutboxError::Io {
-        path: PathBuf::new(),
-        source: std::io::Error::other(e),
-    })?;
-    if body.len() > MAX_RECORD {
-        return Err(OutboxError::TooLarge(body.len()));
-    }
-    let mut out = Vec::with_capacity(HEADER + body.len());
-    out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32(&body).to_le_bytes());
-    out.extend_from_slice(&body);
-    Ok(out)
-}
-
-/// What [`decode_all`] found.
-#[derive(Debug, Default, PartialEq)]
-pub struct Decoded {
-    pub records: Vec<Record>,
-    /// Bytes that belonged to no valid record (torn tail, damage).
-    pub skipped: usize,
-}
-
-fn record_at(buf: &[u8], at: usize) -> Option<(Record, usize)> {
-    let h = buf.get(at..at + HEADER)?;
-    if h[..2] != MAGIC {
-        return None;
-    }
-    let len = u32::from_le_bytes([h[2], h[3], h[4], h[5]]) as usize;
-    let crc = u32::from_le_bytes([h[6], h[7], h[8], h[9]]);
-    if len > MAX_RECORD {
-        return None;
-    }
-    let body = buf.get(at + HEADER..at + HEADER + len)?;
-    if crc32(body) != crc {
-        return None;
-    }
-    let r = serde_json::from_slice(body).ok()?;
-    Some((r, HEADER + len))
-}
-
-/// Every valid record in `buf`, in order; never panics on any input.
-pub fn decode_all(buf: &[u8]) -> Decoded {
-    let mut d = Decoded::default();
-    let mut at = 0;
-    while at < buf.len() {
-        match record_at(buf, at) {
-            Some((r, n)) => {
-                d.records.push(r);
-                at += n;
-            }
-            None => {
-                d.skipped += 1;
-                at += 1;
-            }
-        }
-    }
-    d
-}
-
-/// The entries still pending after `records`: every add without a done, by
-/// sequence number.
-pub fn replay(records: Vec<Record>) -> BTreeMap<u64, (u64, Item)> {
-    let mut live = BTreeMap::new();
-    for r in records {
-        match r {
-            Record::Add { seq, at_ms, item } => {
-                live.insert(seq, (at_ms, item));
-            }
-            Record::Done { seq } => {
-                live.remove(&seq);
-            }
-        }
-    }
-    live
-}
-
-/// How long an entry from a previous run had waited, by the wall clock.
-/// An alert stamped while the clock was not synchronised (a Pi without RTC
-/// before NTP) has no meaningful age: the clock may have jumped years
-/// since. It counts as fresh (its payload says `clock_synced: false`)
-/// rather than being dropped as expired.
-fn waited_before(item: &Item, at_ms: u64, now_ms: u64) -> Duration {
-    match item {
-        Item::Alert { alert } if !alert.clock_synced => Duration::ZERO,
-        _ => Duration::from_millis(now_ms.saturating_sub(at_ms)),
-    }
-}
-
-pub fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-// ---- the log file ----------------------------------------------------------
-
-/// The append-only log in the state directory.
-pub struct DiskLog {
-    path: PathBuf,
-    file: File,
-    /// Size of the file.
-    bytes: u64,
-    /// Encoded size of each live add record.
-    live: HashMap<u64, u64>,
-    live_bytes: u64,
-    max_bytes: u64,
-    /// A clone of `file` for syncs on another thread.
-    sync_handle: Option<Arc<File>>,
-}
-
-/// What was found in the log at start.
-pub struct Loaded {
-    pub log: DiskLog,
-    /// Pending entries: (seq, wall-clock ms when added, item), in order.
-    pub pending: Vec<(u64, u64, Item)>,
-    pub skipped_bytes: usize,
-}
-
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> OutboxError + '_ {
-    move |source| OutboxError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-impl DiskLog {
-    /// Opens (creating) the log in `dir`, reads what it can, and compacts it.
-    pub fn open(dir: &Path, max_bytes: u64) -> Result<Loaded, OutboxError> {
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
-        let path = dir.join(FILE_NAME);
-        let buf = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => {
-                // Unreadable: keep it aside for a person, start afresh.
-                let aside = path.with_extension("log.unreadable");
-                log::error!(
-                    "outbox {}: cannot read ({e}); moving it to {} and starting empty",
-                    path.display(),
-                    aside.display()
-                );
-                std::fs::rename(&path, &aside).map_err(io(&path))?;
-                Vec::new()
-            }
-        };
-        let d = decode_all(&buf);
-        let pending: Vec<(u64, u64, Item)> = replay(d.records)
-            .into_iter()
-            .map(|(seq, (at, item))| (seq, at, item))
-            .collect();
-        let (file, bytes, live) = write_compacted(&path, &pending)?;
-        let live_bytes = live.values().sum();
-        Ok(Loaded {
-            log: DiskLog {
-                path,
-                file,
-                bytes,
-                live,
-                live_bytes,
-                max_bytes,
-                sync_handle: None,
-            },
-            pending,
-            skipped_bytes: d.skipped,
-        })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Appends an add record (not yet fsynced: see [`DiskLog::sync_handle`]);
-    /// refuses past the bound.
-    pub fn add(&mut self, seq: u64, at_ms: u64, item: &Item) -> Result<(), OutboxError> {
-        let rec = encode(&Record::Add {
-            seq,
-            at_ms,
-            item: item.clone(),
-        })?;
-        let n = rec.len() as u64;
-        if self.live_bytes + n > self.max_bytes {
-            return Err(OutboxError::Full {
-                live: self.live_bytes,
-                max: self.max_bytes,
-            });
-        }
-        self.append(&rec)?;
-        self.live.insert(seq, n);
-        self.live_bytes += n;
-        Ok(())
-    }
-
-    /// Marks `seq` done (not fsynced: losing it only means a re-send, which
-    /// the notifier de-duplicates); compacts when the log has grown.
-    pub fn done(&mut self, seq: u64) -> Result<(), OutboxError> {
-        let Some(n) = self.live.remove(&seq) else {
-            return Ok(());
-        };
-        self.live_bytes -= n;
-        self.append(&encode(&Record::Done { seq })?)?;
-        if self.bytes > COMPACT_MIN && self.bytes > 2 * self.live_bytes {
-            self.compact()?;
-        }
-        Ok(())
-    }
-
-    /// A handle on the log file for an `fdatasync` on another thread; it
-    /// covers every record written so far (a compaction in between makes
-    /// them durable by itself: it fsyncs the file that replaces this one).
-    pub fn sync_handle(&mut self) -> Result<Arc<File>, OutboxError> {
-        if let Some(h) = &self.sync_handle {
-            return Ok(h.clone());
-        }
-        let h = Arc::new(self.file.try_clone().map_err(io(&self.path))?);
-        self.sync_handle = Some(h.clone());
-        Ok(h)
-    }
-
-    fn append(&mut self, rec: &[u8]) -> Result<(), OutboxError> {
-        if let Err(e) = self.file.write_all(rec) {
-            // A short write may have left a torn record: put the file back
-            // to its last good length so the next record starts clean.
-            let _ = self.file.set_len(self.bytes);
-            return Err(io(&self.path)(e));
-        }
-        self.bytes += rec.len() as u64;
-        Ok(())
-    }
-
-    /// Rewrites the log with the live records only.
-    fn compact(&mut self) -> Result<(), OutboxError> {
-        let pending = read_pending(&self.path)?;
-        let (file, bytes, live) = write_compacted(&self.path, &pending)?;
-        self.file = file;
-        self.sync_handle = None;
-        self.bytes = bytes;
-        self.live_bytes = live.values().sum();
-        self.live = live;
-        Ok(())
-    }
-}
-
-fn read_pending(path: &Path) -> Result<Vec<(u64, u64, Item)>, OutboxError> {
-    let buf = std::fs::read(path).map_err(io(path))?;
-    Ok(replay(decode_all(&buf).records)
-        .into_iter()
-        .map(|(s, (a, i))| (s, a, i))
-        .collect())
-}
-
-type Compacted = (File, u64, HashMap<u64, u64>);
-
-fn write_compacted(path: &Path, pending: &[(u64, u64, Item)]) -> Result<Compacted, OutboxError> {
-    let mut buf = Vec::new();
-    let mut live = HashMap::new();
-    for (seq, at_ms, item) in pending {
-        let rec = encode(&Record::Add {
-            seq: *seq,
-            at_ms: *at_ms,
-            item: item.clone(),
-        })?;
-        live.insert(*seq, rec.len() as u64);
-        buf.extend_from_slice(&rec);
-    }
-    let tmp = path.with_extension("log.tmp");
-    {
-        let mut f = File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(&buf)
-            .and_then(|()| f.sync_all())
-            .map_err(io(&tmp))?;
-    }
-    std::fs::rename(&tmp, path).map_err(io(path))?;
-    if let Some(dir) = path.parent() {
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-    let file = OpenOptions::new()
-        .append(true)
-        .open(path)
-        .map_err(io(path))?;
-    Ok((file, buf.len() as u64, live))
-}
-
-// ---- the outbox the daemon uses ------------------------------------------
-
-/// An entry waiting for PUBCOMP.
-#[derive(Debug, Clone)]
-pub struct Entry {
-    pub seq: u64,
-    pub item: Item,
-    /// When it entered the outbox in this process (or was loaded).
-    pub since: Instant,
-    /// Time it had already waited before this process loaded it.
-    pub waited_before: Duration,
-    persisted: bool,
-    /// Its record is on disk (fsynced), or it never will be (memory only):
-    /// it may be handed to the client.
-    durable: bool,
-}
-
-impl Entry {
-    /// How long it has waited since it entered the outbox, across restarts.
-    pub fn waited(&self) -> Duration {
-        self.waited_before + self.since.elapsed()
-    }
-}
-
-/// The in-memory queue, mirrored to a [`DiskLog`] when there is one.
+/// The queue and its disk joined, driven on the caller's thread: what
+/// the gateway core and the daemon's shell do between them with actions,
+/// done directly.
 pub struct Outbox {
-    queue: VecDeque<Entry>,
-    handed: HashMap<u64, Entry>,
-    next_seq: u64,
-    disk: Option<DiskLog>,
-    /// Whether the last disk write failed (to log state changes only).
-    disk_failing: bool,
-    /// The highest sequence number written but not yet fsynced.
-    unsynced: Option<u64>,
-    /// A sync job is running, since this instant.
-    syncing: Option<Instant>,
-    /// The running sync took longer than [`SYNC_STALL`]: entries are
-    /// handed out without waiting for it.
-    stalled: bool,
-}
-
-/// A sync that has not returned after this long is taken as hung (a
-/// failing SD card can block `fdatasync` for minutes): alerts go out
-/// without waiting for it, and one line says so.
-pub const SYNC_STALL: Duration = Duration::from_secs(3);
-
-/// One `fdatasync` of the log, covering the records up to `upto`; run it
-/// off the async runtime ([`SyncJob::run`]) and report with
-/// [`Outbox::synced`].
-pub struct SyncJob {
-    file: Arc<File>,
-    path: PathBuf,
-    pub upto: u64,
-}
-
-impl SyncJob {
-    pub fn run(&self) -> Result<(), OutboxError> {
-        self.file.sync_data().map_err(io(&self.path))
-    }
+    queue: Queue,
+    disk: Option<Disk>,
 }
 
 impl Outbox {
     /// An outbox that never touches the disk.
     pub fn memory() -> Self {
         Self {
-            queue: VecDeque::new(),
-            handed: HashMap::new(),
-            next_seq: 0,
+            queue: Queue::new(false),
             disk: None,
-            disk_failing: false,
-            unsynced: None,
-            syncing: None,
-            stalled: false,
         }
     }
 
@@ -512,249 +87,139 @@ impl Outbox {
     /// first, their waiting time so far taken from the wall clock. Never
     /// fails: without a usable log, the outbox works in memory (logged).
     pub fn open(dir: &Path, max_bytes: u64) -> Self {
-        let mut o = Self::memory();
-        match DiskLog::open(dir, max_bytes) {
-            Ok(l) => {
-                if l.skipped_bytes > 0 {
-                    log::error!(
-                        "outbox {}: {} damaged byte(s) skipped; kept the {} readable pending entries",
-                        l.log.path().display(),
-                        l.skipped_bytes,
-                        l.pending.len()
-                    );
-                }
-                if !l.pending.is_empty() {
-                    log::warn!(
-                        "outbox {}: {} entr(y/ies) from a previous run to deliver",
-                        l.log.path().display(),
-                        l.pending.len()
-                    );
-                }
-                let now_ms = unix_ms(SystemTime::now());
-                let now = Instant::now();
-                for (seq, at_ms, item) in l.pending {
-                    o.next_seq = o.next_seq.max(seq + 1);
-                    o.queue.push_back(Entry {
-                        waited_before: waited_before(&item, at_ms, now_ms),
-                        seq,
-                        item,
-                        since: now,
-                        persisted: true,
-                        durable: true,
-                    });
-                }
-                o.disk = Some(l.log);
-            }
-            Err(e) => log::error!(
-                "outbox in {}: {e}; alerts are kept in memory only (not crash-safe)",
-                dir.display()
-            ),
+        let o = Disk::open(dir, max_bytes);
+        let queue = match &o.disk {
+            Some(_) => Queue::loaded(o.pending, Instant::now(), unix_ms(SystemTime::now())),
+            None => Queue::new(false),
+        };
+        Self {
+            queue,
+            disk: o.disk,
         }
-        o
     }
 
-    /// Adds `item` at the end: written to the log, and in memory. It is
-    /// handed out by [`pop`](Self::pop) once a sync covered it.
+    pub fn path(&self) -> Option<PathBuf> {
+        self.disk.as_ref().map(|d| d.path().to_path_buf())
+    }
+
+    /// Adds `item` at the end: written to the log, and in memory.
     pub fn push(&mut self, item: Item) {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        let persisted = match &mut self.disk {
-            // "Writable again" is said by the next sync that succeeds.
-            Some(d) => match d.add(seq, unix_ms(SystemTime::now()), &item) {
-                Ok(()) => true,
-                Err(e) => {
-                    if !self.disk_failing {
-                        log::error!(
-                            "outbox {}: cannot store {}: {e}; keeping it in memory only",
-                            d.path().display(),
-                            item.describe()
-                        );
-                        self.disk_failing = true;
-                    } else {
-                        log::warn!("{} kept in memory only", item.describe());
-                    }
-                    false
-                }
-            },
-            None => false,
-        };
-        if persisted {
-            self.unsynced = Some(seq);
+        let record = self.disk.is_some().then(|| item.clone());
+        let seq = self.queue.push(item, Instant::now());
+        if let (Some(d), Some(item)) = (&mut self.disk, record) {
+            if !d.store(seq, unix_ms(SystemTime::now()), &item) {
+                self.queue.store_failed(seq);
+            }
         }
-        self.queue.push_back(Entry {
-            seq,
-            item,
-            since: Instant::now(),
-            waited_before: Duration::ZERO,
-            persisted,
-            // While a sync hangs, new entries do not wait for the disk.
-            durable: !persisted || self.stalled,
-        });
     }
 
     /// The sync to run now, if records wait for one and none is running.
     pub fn sync_job(&mut self) -> Option<SyncJob> {
-        if self.syncing.is_some() {
-            return None;
-        }
-        let upto = self.unsynced?;
+        let upto = self.queue.sync_due(Instant::now())?;
         let disk = self.disk.as_mut()?;
-        match disk.sync_handle() {
-            Ok(file) => {
-                self.syncing = Some(Instant::now());
-                self.unsynced = None;
-                Some(SyncJob {
-                    file,
-                    path: disk.path().to_path_buf(),
-                    upto,
-                })
-            }
+        match disk.sync_job(upto) {
+            Ok(job) => Some(job),
             Err(e) => {
-                self.mark_synced(upto, Err(e));
+                self.synced(upto, Err(e));
                 None
             }
         }
     }
 
-    /// A sync job finished: its entries may be handed out. When it failed
-    /// they are handed out all the same (kept in memory only; logged):
-    /// delivering an alert comes before storing it.
+    /// A sync job finished: its entries may be handed out (also when it
+    /// failed: delivering an alert comes before storing it).
     pub fn synced(&mut self, upto: u64, result: Result<(), OutboxError>) {
-        self.syncing = None;
-        if self.stalled {
-            self.stalled = false;
+        if self.queue.synced(upto) == SyncNews::Unstalled {
             log::warn!("outbox: the disk answered the hung fdatasync; waiting for it again");
         }
-        self.mark_synced(upto, result);
-    }
-
-    /// The records up to `upto` are on disk (or could not be put there):
-    /// their entries may be handed out.
-    fn mark_synced(&mut self, upto: u64, result: Result<(), OutboxError>) {
-        match result {
-            Ok(()) => {
-                if self.disk_failing {
-                    if let Some(d) = &self.disk {
-                        log::info!("outbox {}: writable again", d.path().display());
-                    }
-                    self.disk_failing = false;
-                }
-            }
-            Err(e) => {
-                if !self.disk_failing {
-                    log::error!("outbox: cannot sync the log: {e}; its newest entries are kept in memory only");
-                    self.disk_failing = true;
-                }
-            }
-        }
-        self.mark_durable(upto);
-    }
-
-    fn mark_durable(&mut self, upto: u64) {
-        for e in self.queue.iter_mut().filter(|e| e.seq <= upto) {
-            e.durable = true;
+        if let Some(d) = &mut self.disk {
+            d.sync_result(&result);
         }
     }
 
-    /// Every entry numbered below `next_seq` has been written.
-    fn last_written(&self) -> u64 {
-        self.next_seq.saturating_sub(1)
-    }
-
-    /// When the running sync has taken longer than [`SYNC_STALL`] at
-    /// `now`: hands out every entry without waiting for it (logged). True
-    /// when entries became ready.
+    /// See [`Queue::check_stall`]; true when entries became ready.
     pub fn check_stall(&mut self, now: Instant) -> bool {
-        let Some(since) = self.syncing else {
+        let Some(hung) = self.queue.check_stall(now) else {
             return false;
         };
-        if self.stalled || now.saturating_duration_since(since) < SYNC_STALL {
-            return false;
-        }
-        self.stalled = true;
         log::error!(
             "outbox: fdatasync has not returned for {} s (a failing disk?); publishing alerts without waiting for it",
-            now.saturating_duration_since(since).as_secs()
+            hung.as_secs()
         );
-        self.mark_durable(self.last_written());
         true
     }
 
-    /// Syncs now, on this thread (at shutdown, and in tests), whether or
-    /// not a sync job is running; not while one hangs.
+    /// Syncs now, on this thread, whether or not a sync job is running;
+    /// not while one hangs.
     pub fn sync_now(&mut self) {
-        if self.stalled || self.queue.iter().all(|e| e.durable) {
+        let Some(upto) = self.queue.sync_now_due() else {
             return;
-        }
-        let r = match self.disk.as_mut() {
-            Some(d) => d
-                .sync_handle()
-                .and_then(|f| f.sync_data().map_err(io(d.path()))),
-            None => Ok(()),
         };
-        self.unsynced = None;
-        self.mark_synced(self.last_written(), r);
-    }
-
-    /// The next entry to hand to the client, if any is ready (on disk).
-    pub fn pop(&mut self) -> Option<Entry> {
-        if !self.queue.front()?.durable {
-            return None;
+        if let Some(d) = &mut self.disk {
+            let r = d.sync_now();
+            d.sync_result(&r);
         }
-        self.queue.pop_front()
+        self.queue.synced_now(upto);
     }
 
-    /// Puts back an entry [`pop`](Self::pop) returned (client busy).
-    pub fn unpop(&mut self, e: Entry) {
-        self.queue.push_front(e);
+    pub fn pop(&mut self) -> Option<Entry> {
+        self.queue.pop()
     }
 
-    /// The entry was handed to the client.
     pub fn handed(&mut self, e: Entry) {
-        self.handed.insert(e.seq, e);
+        self.queue.handed(e);
     }
 
-    /// Takes back a handed entry when its notice arrives.
     pub fn take_handed(&mut self, seq: u64) -> Option<Entry> {
-        self.handed.remove(&seq)
+        self.queue.take_handed(seq)
     }
 
-    /// Queues a handed entry again, in sequence order (to re-publish it).
     pub fn requeue(&mut self, e: Entry) {
-        let at = self.queue.partition_point(|q| q.seq < e.seq);
-        self.queue.insert(at, e);
+        self.queue.requeue(e);
     }
 
     /// The entry is finished (PUBCOMP, or expired): forget it, on disk too.
     pub fn finish(&mut self, e: &Entry) {
-        if !e.persisted {
-            return;
-        }
-        if let Some(d) = &mut self.disk {
-            if let Err(err) = d.done(e.seq) {
-                log::warn!(
-                    "outbox {}: cannot mark {} done: {err}",
-                    d.path().display(),
-                    e.item.describe()
-                );
-            }
+        if let (true, Some(d)) = (e.persisted, &mut self.disk) {
+            d.done(e.seq, &e.item.describe());
         }
     }
 
     pub fn queued(&self) -> usize {
-        self.queue.len()
+        self.queue.queued()
     }
 
     pub fn in_flight(&self) -> usize {
-        self.handed.len()
+        self.queue.in_flight()
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::disk::COMPACT_MIN;
+    use super::record::HEADER;
     use super::*;
     use crate::core::alert::AlertLevel;
+    use crate::mqtt::payload::Alert;
     use proptest::prelude::*;
+    use std::time::Duration;
+
+    /// The hand-written table CRC-32 the log was written with before
+    /// crc32fast: the records on disk carry its values.
+    fn reference_crc32(data: &[u8]) -> u32 {
+        let mut c = 0xFFFF_FFFFu32;
+        for &b in data {
+            c ^= u32::from(b);
+            for _ in 0..8 {
+                c = if c & 1 != 0 {
+                    0xEDB8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+            }
+        }
+        c ^ 0xFFFF_FFFF
+    }
 
     fn alert(id: &str) -> Item {
         Item::Alert {
@@ -786,6 +251,17 @@ mod tests {
     }
 
     #[test]
+    fn a_record_written_before_crc32fast_still_decodes() {
+        // Bytes as the old hand-written CRC framed them (zlib agrees).
+        let mut old = vec![0xA1, 0x7E, 0x15, 0x00, 0x00, 0x00, 0x39, 0x22, 0x48, 0xCD];
+        old.extend_from_slice(br#"{"op":"done","seq":7}"#);
+        let d = decode_all(&old);
+        assert_eq!(d.records, vec![Record::Done { seq: 7 }]);
+        assert_eq!(d.skipped, 0);
+        assert_eq!(encode(&Record::Done { seq: 7 }).expect("encode"), old);
+    }
+
+    #[test]
     fn replay_keeps_adds_without_done_in_order() {
         let recs = vec![add(3), add(1), Record::Done { seq: 3 }, add(2)];
         let live: Vec<u64> = replay(recs).into_keys().collect();
@@ -812,6 +288,11 @@ mod tests {
             let d = decode_all(&buf[..cut]);
             prop_assert!(d.records.len() <= n);
             prop_assert_eq!(&d.records[..], &recs[..d.records.len()]);
+        }
+
+        #[test]
+        fn crc32fast_is_the_crc_the_log_was_written_with(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            prop_assert_eq!(crc32(&bytes), reference_crc32(&bytes));
         }
 
         #[test]
@@ -1007,7 +488,7 @@ mod tests {
             .collect();
         std::fs::write(&p, log_of(&recs)).expect("write");
         let mut o = Outbox::open(t.path(), 1 << 20);
-        let w = o.pop().expect("entry").waited();
+        let w = o.pop().expect("entry").waited(Instant::now());
         assert!(
             w >= Duration::from_secs(100) && w < Duration::from_secs(110),
             "{w:?}"

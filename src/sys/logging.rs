@@ -376,6 +376,19 @@ pub fn init() {
     }
 }
 
+/// An error and its causes on one line, `outer: cause: cause` (as
+/// `anyhow`'s `{:#}` prints them).
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
