@@ -6,7 +6,8 @@ set -euo pipefail
 
 prog=${0##*/}
 script_dir=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
-marker='# --- notifiers (added by mosquitto/add-user.sh) ---'
+notifier_marker='# --- notifiers (added by mosquitto/add-user.sh) ---'
+gateway_marker='# --- gateways (added by mosquitto/add-user.sh) ---'
 
 usage() {
     cat <<EOF
@@ -17,10 +18,15 @@ is already there.  The password is random (unless THERMALERT_PASSWORD is set
 in the environment) and is written, never printed, to the --password-out
 file (mode 600), for the daemon's or notifier's password_file setting.
 
-  gateway NAME   NAME is the gateway id (letters, digits, '-', '_'); the ACL's
-                 %u patterns already cover it, the ACL file is not changed.
-  notifier NAME  NAME may also contain '.' and '@'; a "user NAME" block is
-                 appended to the ACL file unless there is one already.
+  gateway NAME   NAME is the gateway id (letters, digits, '-', '_'); a
+                 "user NAME" block granting its own thermalert/NAME/ topics
+                 is appended to the ACL file unless there is one already.
+  notifier NAME  NAME may also contain '.' and '@'; a "user NAME" block
+                 granting reading and answering alerts (but not publishing
+                 them) is appended to the ACL file unless there is one already.
+
+A NAME that already has a block of the other role is refused (exit 1): one
+account has one role.
 
 Options:
   --passwd FILE        password file (default /etc/mosquitto/thermalert.passwd;
@@ -131,6 +137,24 @@ esac
 # mosquitto_passwd has no "--": keep a relative path from looking like an option.
 [[ $passwd_file == -* ]] && passwd_file=./$passwd_file
 
+# The role of NAME's existing "user NAME" block in FILE: gateway, notifier,
+# other (a block that is neither), or nothing when there is none.
+block_role() {
+    awk -v n="$name" '
+        $1 == "user" { inblock = ($2 == n && NF == 2); if (inblock) found = 1; next }
+        inblock && $1 == "topic" && $NF == "thermalert/" n "/alerts/#" && ($2 == "write" || $2 == "readwrite") { gw = 1 }
+        inblock && $1 == "topic" && $NF == "thermalert/+/acks" { nt = 1 }
+        END { if (gw) print "gateway"; else if (nt) print "notifier"; else if (found) print "other" }
+    ' "$1"
+}
+
+if [[ -f $acl_file ]]; then
+    existing_role=$(block_role "$acl_file")
+    if [[ -n $existing_role && $existing_role != "$role" ]]; then
+        die "$acl_file already has a \"user $name\" block for a $existing_role, not a $role; one account has one role (use another name, or remove that block first)"
+    fi
+fi
+
 command -v mosquitto_passwd >/dev/null 2>&1 ||
     die "mosquitto_passwd not found (apt-get install mosquitto)"
 
@@ -208,29 +232,38 @@ if [[ ! -e $acl_file ]]; then
     printf '%s: created %s from %s\n' "$prog" "$acl_file" "$script_dir/thermalert.acl"
 fi
 
-if [[ $role == notifier ]]; then
-    if awk -v n="$name" '$1 == "user" && $2 == n && NF == 2 { found = 1 } END { exit !found }' "$acl_file"; then
-        printf '%s: %s already has a "user %s" block, left unchanged\n' "$prog" "$acl_file" "$name"
+if [[ -n $(block_role "$acl_file") ]]; then
+    printf '%s: %s already has a "user %s" block, left unchanged\n' "$prog" "$acl_file" "$name"
+else
+    if [[ $role == gateway ]]; then
+        marker=$gateway_marker
     else
-        has_marker=false
-        grep -qxF -- "$marker" "$acl_file" && has_marker=true
-        {
-            if ! $has_marker; then
-                printf '\n%s\n' "$marker"
-            fi
-            printf '\nuser %s\n' "$name"
+        marker=$notifier_marker
+    fi
+    {
+        grep -qxF -- "$marker" "$acl_file" || printf '\n%s\n' "$marker"
+        printf '\nuser %s\n' "$name"
+        if [[ $role == gateway ]]; then
+            printf 'topic write thermalert/%s/status\n' "$name"
+            printf 'topic write thermalert/%s/sensors/#\n' "$name"
+            printf 'topic readwrite thermalert/%s/alerts/#\n' "$name"
+            printf 'topic read thermalert/%s/acks\n' "$name"
+            printf 'topic readwrite homeassistant/sensor/%s/#\n' "$name"
+            printf 'topic readwrite homeassistant/binary_sensor/%s/#\n' "$name"
+        else
             printf 'topic read thermalert/+/status\n'
             printf 'topic read thermalert/+/alerts/#\n'
             printf 'topic read thermalert/+/sensors/#\n'
             printf 'topic readwrite thermalert/+/acks\n'
-        } >>"$acl_file"
-        printf '%s: added a "user %s" block to %s\n' "$prog" "$name" "$acl_file"
-    fi
-else
-    if ! grep -qE '^[[:space:]]*pattern[[:space:]]+write[[:space:]]+thermalert/%u/' "$acl_file"; then
-        printf '%s: warning: %s has no "pattern write thermalert/%%u/..." lines; gateway %s will not be allowed to publish\n' \
-            "$prog" "$acl_file" "$name" >&2
-    fi
+        fi
+    } >>"$acl_file"
+    printf '%s: added a "user %s" block (%s) to %s\n' "$prog" "$name" "$role" "$acl_file"
+fi
+# An ACL from an earlier release grants every account, operators included,
+# the right to publish alerts under its own name.
+if grep -qE '^[[:space:]]*pattern[[:space:]]+(write|readwrite)[[:space:]]+thermalert/%u/alerts' "$acl_file"; then
+    printf '%s: warning: %s still has "pattern write thermalert/%%u/alerts/#": every account, notifiers included, may publish alerts under its own name; run add-user.sh for each gateway, then remove the "pattern" lines for thermalert/%%u/ and homeassistant/ (README: "Upgrading the ACL")\n' \
+        "$prog" "$acl_file" >&2
 fi
 
 printf '%s: now run "systemctl reload mosquitto" (or send SIGHUP) so the broker re-reads %s and %s\n' \

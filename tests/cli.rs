@@ -442,3 +442,76 @@ fn scan_lists_every_w1_therm_family_with_its_name_value_and_configured_name() {
     assert_eq!(bulk, 1);
     assert_eq!(per_sensor.keys().collect::<Vec<_>>(), ["42-00000021b0c4"]);
 }
+
+#[test]
+fn notifier_refuses_a_zero_limit_in_its_file_naming_file_line_and_key() {
+    let d = setup();
+    let ca = d.path().join("certs/ca.crt");
+    let p = d.path().join("notifier.toml");
+    let good = format!(
+        "ca_file = {:?}\nexec = \"true\"\nno_desktop = true\n",
+        ca.display().to_string()
+    );
+    for key in [
+        "port",
+        "keep_alive_secs",
+        "receive_maximum",
+        "exec_timeout",
+        "broker_grace_secs",
+        "stale_intervals",
+        "stale_after_secs",
+    ] {
+        std::fs::write(&p, format!("{good}{key} = 0\n")).expect("write");
+        // timeout(1): a notifier that accepts the 0 would run on.
+        let out = Command::new("timeout")
+            .args(["10", NOTIFIER])
+            .arg("--config")
+            .arg(&p)
+            .output()
+            .expect("run notifier");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{key} = 0: {err}");
+        assert!(
+            err.contains(&format!("{}:4", p.display()))
+                && err.contains(key)
+                && err.contains("at least 1"),
+            "{key} = 0: {err}"
+        );
+        assert!(!err.contains("panicked"), "{key} = 0: {err}");
+    }
+}
+
+#[test]
+fn notifier_refuses_a_zero_limit_flag_naming_the_flag() {
+    let d = setup();
+    let ca = d.path().join("certs/ca.crt");
+    for (flag, status) in [
+        ("--port", false),
+        ("--keep-alive-secs", false),
+        ("--receive-maximum", false),
+        ("--exec-timeout", false),
+        ("--broker-grace-secs", false),
+        ("--stale-intervals", false),
+        ("--stale-after-secs", false),
+        ("--timeout", true),
+    ] {
+        let mut cmd = Command::new("timeout");
+        cmd.args(["10", NOTIFIER])
+            .arg("--ca-file")
+            .arg(&ca)
+            .args(["--no-desktop"]);
+        if status {
+            cmd.args(["status", flag, "0"]);
+        } else {
+            cmd.args(["--exec", "true", flag, "0"]);
+        }
+        let out = cmd.output().expect("run notifier");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{flag} 0: {err}");
+        assert!(
+            err.contains(&format!("{flag} 0")) && err.contains("at least 1"),
+            "{flag} 0: {err}"
+        );
+        assert!(!err.contains("panicked"), "{flag} 0: {err}");
+    }
+}

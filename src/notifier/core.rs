@@ -217,14 +217,17 @@ impl Core {
         let mut out = Vec::new();
         let topic = m.topic;
         match topics::parse(&self.cfg.prefix, topic) {
-            Parsed::Alert { .. } => {
+            Parsed::Alert { gateway, sensor } => {
                 if m.payload.is_empty() {
                     // A retained CRITICAL being cleared.
                     log::debug!("{topic}: retained alert cleared");
                     return out;
                 }
                 match payload::decode::<Alert>(m.payload) {
-                    Ok(a) => self.on_alert(topic, m.retain, m.reply, a, &mut out),
+                    Ok(a) => {
+                        let (a, reply) = self.trust_topic(topic, gateway, sensor, a, m.reply);
+                        self.on_alert(topic, m.retain, reply, a, &mut out);
+                    }
                     Err(e) => log::warn!("skipping a malformed alert on {topic}: {e}"),
                 }
             }
@@ -261,6 +264,46 @@ impl Core {
             Parsed::Other => log::debug!("ignoring {topic}"),
         }
         out
+    }
+
+    /// The broker's ACL lets only gateway `gw` publish on
+    /// `<prefix>/gw/alerts/<sensor>`, and it reads its answers only on
+    /// `<prefix>/gw/acks`: the topic, not the payload, says where an alert
+    /// comes from. A payload naming another gateway or sensor is shown under
+    /// the topic's (warned), and a ResponseTopic other than the gateway's own
+    /// acks topic is not answered (warned), so a forged alert cannot make
+    /// this notifier answer on another gateway's topic.
+    fn trust_topic(
+        &self,
+        topic: &str,
+        gateway: &str,
+        sensor: &str,
+        mut a: Alert,
+        reply: Option<Reply>,
+    ) -> (Alert, Option<Reply>) {
+        if a.gateway != gateway || a.sensor != sensor {
+            log::warn!(
+                "alert {} on {topic} claims gateway {:?} sensor {:?}; shown as the topic's gateway {gateway} sensor {sensor}",
+                a.id,
+                a.gateway,
+                a.sensor
+            );
+            a.gateway = gateway.to_string();
+            a.sensor = sensor.to_string();
+        }
+        let own = topics::Topics::new(&self.cfg.prefix, gateway).acks();
+        let reply = match reply {
+            Some(r) if r.topic != own => {
+                log::warn!(
+                    "alert {} on {topic} asks for its answer on {:?}, not on its gateway's {own}; not answered",
+                    a.id,
+                    r.topic
+                );
+                None
+            }
+            r => r,
+        };
+        (a, reply)
     }
 
     fn on_alert(

@@ -57,6 +57,7 @@ pub struct Options {
     #[arg(long)]
     pub host: Option<String>,
     #[arg(long)]
+    #[serde(default, deserialize_with = "at_least_one")]
     pub port: Option<u16>,
     /// CA certificate (PEM) that signed the broker's certificate.
     #[arg(long)]
@@ -79,8 +80,10 @@ pub struct Options {
     #[arg(long)]
     pub session_expiry_secs: Option<u32>,
     #[arg(long)]
+    #[serde(default, deserialize_with = "at_least_one")]
     pub keep_alive_secs: Option<u16>,
     #[arg(long)]
+    #[serde(default, deserialize_with = "at_least_one")]
     pub receive_maximum: Option<u16>,
     /// Where the notifier keeps its MQTT session between runs. Default:
     /// $XDG_STATE_HOME/thermalert-notifier or ~/.local/state/thermalert-notifier.
@@ -96,6 +99,7 @@ pub struct Options {
     pub exec: Option<String>,
     /// Seconds a --exec hook may run before it is killed and counts as failed [default: 30].
     #[arg(long, value_name = "SECS")]
+    #[serde(default, deserialize_with = "at_least_one")]
     pub exec_timeout: Option<u64>,
     /// Handle only some alerts: gateway=NAME, sensor=ID_OR_NAME, level>=LEVEL
     /// (repeatable; same key: any of them, different keys: all).
@@ -107,12 +111,15 @@ pub struct Options {
     pub no_desktop: Option<bool>,
     /// Alarm when the broker connection is down for longer than this [default: 60].
     #[arg(long, value_name = "SECS")]
+    #[serde(default, deserialize_with = "at_least_one")]
     pub broker_grace_secs: Option<u64>,
     /// Alarm when an online gateway sends no reading for this many of its poll intervals [default: 5].
     #[arg(long, value_name = "N")]
+    #[serde(default, deserialize_with = "at_least_one")]
     pub stale_intervals: Option<u32>,
     /// ... or for this long, when the gateway does not announce its poll interval [default: 120].
     #[arg(long, value_name = "SECS")]
+    #[serde(default, deserialize_with = "at_least_one")]
     pub stale_after_secs: Option<u64>,
     /// Share the alerts with the other notifiers of this group (MQTT v5
     /// shared subscription `$share/NAME/<prefix>/+/alerts/+`): each alert
@@ -120,6 +127,26 @@ pub struct Options {
     #[arg(long, value_name = "NAME")]
     #[serde(default, deserialize_with = "share_group")]
     pub share_group: Option<String>,
+}
+
+/// The numeric options where 0 means nothing useful (a zero port, a zero
+/// Receive Maximum that MQTT forbids, keep-alive off so a dead link is
+/// never noticed, timeouts that expire at once): refused, with the flag's
+/// or the file's line and key.
+const AT_LEAST_ONE: &str = "must be at least 1, not 0";
+
+/// A file's numeric option that must not be 0, checked where its line is
+/// known.
+fn at_least_one<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default + PartialEq,
+{
+    let v = T::deserialize(d)?;
+    if v == T::default() {
+        return Err(serde::de::Error::custom(AT_LEAST_ONE));
+    }
+    Ok(Some(v))
 }
 
 /// A file's `filter`, checked where its line is known.
@@ -141,6 +168,26 @@ fn share_group<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Err
 }
 
 impl Options {
+    /// Refuses a flag's 0 where it means nothing useful (a file's was
+    /// refused as the file was read).
+    pub fn check_nonzero(&self) -> Result<(), SettingsError> {
+        let zero = [
+            ("port", self.port.map(u64::from)),
+            ("keep-alive-secs", self.keep_alive_secs.map(u64::from)),
+            ("receive-maximum", self.receive_maximum.map(u64::from)),
+            ("exec-timeout", self.exec_timeout),
+            ("broker-grace-secs", self.broker_grace_secs),
+            ("stale-intervals", self.stale_intervals.map(u64::from)),
+            ("stale-after-secs", self.stale_after_secs),
+        ]
+        .into_iter()
+        .find(|(_, v)| *v == Some(0));
+        match zero {
+            Some((flag, _)) => Err(SettingsError::Zero(flag)),
+            None => Ok(()),
+        }
+    }
+
     /// These options, each falling back to `file`'s where not given.
     pub fn or(self, file: Options) -> Options {
         Options {
@@ -213,6 +260,8 @@ pub enum SettingsError {
     Filter(#[source] FilterError),
     #[error("--share-group {0:?}: use letters, digits, '-' and '_'")]
     ShareGroup(String),
+    #[error("--{0} 0: {AT_LEAST_ONE}")]
+    Zero(&'static str),
 }
 
 fn load_file(path: &Path) -> Result<Options, SettingsError> {
@@ -257,6 +306,10 @@ impl Settings {
             Some(p) => load_file(p)?,
             None => Options::default(),
         };
+        cli.options.check_nonzero()?;
+        if let Some(NotifierCommand::Status { timeout: 0 }) = cli.command {
+            return Err(SettingsError::Zero("timeout"));
+        }
         let o = cli.options.clone().or(file);
         let ca_file = o.ca_file.clone().ok_or(SettingsError::Missing(
             "--ca-file (the CA that signed the broker's certificate)",
@@ -317,6 +370,7 @@ impl Options {
     /// values were checked as it was read; what fails here is a flag's.
     pub fn channels(&self) -> Result<Channels, SettingsError> {
         let o = self;
+        o.check_nonzero()?;
         if let Some(g) = &o.share_group {
             if !crate::config::is_topic_word(g) {
                 return Err(SettingsError::ShareGroup(g.clone()));
@@ -328,13 +382,13 @@ impl Options {
             exec: o
                 .exec
                 .clone()
-                .map(|c| ExecHook::new(c, Duration::from_secs(exec_timeout.max(1)))),
+                .map(|c| ExecHook::new(c, Duration::from_secs(exec_timeout))),
             desktop: (!o.no_desktop.unwrap_or(false)).then(Desktop::default),
             filter: Filter::parse(o.filter.as_deref().unwrap_or_default())
                 .map_err(SettingsError::Filter)?,
             watch: WatchConfig {
-                stale_intervals: o.stale_intervals.unwrap_or(5).max(1),
-                stale_after: Duration::from_secs(o.stale_after_secs.unwrap_or(120).max(1)),
+                stale_intervals: o.stale_intervals.unwrap_or(5),
+                stale_after: Duration::from_secs(o.stale_after_secs.unwrap_or(120)),
                 broker_grace: Duration::from_secs(o.broker_grace_secs.unwrap_or(60)),
             },
         })

@@ -316,28 +316,53 @@ impl Broker {
                 &[],
             )
         });
+        // The project's ACL, with each user added by the project's
+        // add-user.sh in its role (gateways gw1 and gw2, the rest notifiers),
+        // plus a test observer that may read and write everything (it plays
+        // the independent client).
         let passwd = dir.join("passwd");
-        for (i, (u, p)) in USERS.iter().chain(opts.users).enumerate() {
-            let mut c = Command::new("mosquitto_passwd");
-            if i == 0 {
-                c.arg("-c");
-            }
-            let st = c
-                .arg("-b")
+        let acl = dir.join("acl");
+        std::fs::copy(Path::new(ROOT).join("mosquitto/thermalert.acl"), &acl).expect("project ACL");
+        for (u, p) in USERS
+            .iter()
+            .chain(opts.users)
+            .filter(|(u, _)| *u != "observer")
+        {
+            let role = if u.starts_with("gw") {
+                "gateway"
+            } else {
+                "notifier"
+            };
+            let out = Command::new("bash")
+                .arg(Path::new(ROOT).join("mosquitto/add-user.sh"))
+                .arg("--passwd")
                 .arg(&passwd)
-                .arg(u)
-                .arg(p)
+                .arg("--acl")
+                .arg(&acl)
+                .arg("--password-out")
+                .arg(dir.join(format!("{u}.pass")))
+                .args([role, u])
+                .env("THERMALERT_PASSWORD", p)
                 .output()
-                .expect("mosquitto_passwd");
-            assert!(st.status.success(), "mosquitto_passwd: {st:?}");
-            write_secret(&dir.join(format!("{u}.pass")), &format!("{p}\n"));
+                .expect("add-user.sh");
+            assert!(
+                out.status.success(),
+                "add-user.sh {role} {u}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
-        // The project's ACL, plus a test observer that may read and write
-        // everything (it plays the independent client).
-        let mut acl = std::fs::read_to_string(Path::new(ROOT).join("mosquitto/thermalert.acl"))
-            .expect("project ACL");
-        acl.push_str("\nuser observer\ntopic readwrite #\n");
-        std::fs::write(dir.join("acl"), acl).expect("write acl");
+        let st = Command::new("mosquitto_passwd")
+            .arg("-b")
+            .arg(&passwd)
+            .args(["observer", "observer-secret"])
+            .output()
+            .expect("mosquitto_passwd");
+        assert!(st.status.success(), "mosquitto_passwd: {st:?}");
+        // add-user.sh wrote the others' with mode 600.
+        write_secret(&dir.join("observer.pass"), "observer-secret\n");
+        let mut text = std::fs::read_to_string(&acl).expect("read acl");
+        text.push_str("\nuser observer\ntopic readwrite #\n");
+        std::fs::write(&acl, text).expect("write acl");
         // The project's own broker configuration, rendered for this folder.
         let certs = dir.join("certs");
         if pki.dir != certs {

@@ -409,6 +409,72 @@ fn the_broker_lost_past_its_grace_is_a_watch_alert_the_filter_can_hide() {
     assert_eq!(hidden.tick(later(now, 60)), vec![], "gateway '-' filtered");
 }
 
+/// Feeds `a` on `topic` with the ResponseTopic `reply_topic`.
+fn feed_on(c: &mut Core, topic: &str, a: &Alert, reply_topic: &str, now: Now) -> Vec<Action> {
+    let body = payload::encode(a);
+    c.on_message(
+        Message {
+            topic,
+            payload: &body,
+            retain: false,
+            reply: Some(Reply {
+                topic: reply_topic.into(),
+                correlation: Some(bytes::Bytes::from(a.id.clone())),
+            }),
+        },
+        now,
+    )
+}
+
+#[test]
+fn an_alert_is_shown_under_the_gateway_and_sensor_of_its_topic() {
+    let now = t0();
+    let mut c = core(cfg(), now);
+    // The payload claims gw1's sensor 28-1; the topic is gw2's sensor s9.
+    let a = alert("f1", AlertLevel::Critical);
+    let actions = feed_on(
+        &mut c,
+        "thermalert/gw2/alerts/s9",
+        &a,
+        "thermalert/gw2/acks",
+        now,
+    );
+    let shown = Alert {
+        gateway: "gw2".into(),
+        sensor: "s9".into(),
+        ..a.clone()
+    };
+    assert!(actions.contains(&Action::Notify(shown)), "{actions:?}");
+    assert!(
+        prints(&actions).iter().all(|l| !l.contains("gw1")),
+        "{actions:?}"
+    );
+    // Answered on gw2's own acks topic, the one the broker lets gw2 read.
+    assert!(actions.iter().any(|x| matches!(x,
+        Action::Answer { reply, .. } if reply.topic == "thermalert/gw2/acks")));
+}
+
+#[test]
+fn an_alert_asking_for_its_answer_elsewhere_is_shown_but_not_answered() {
+    let now = t0();
+    for exec in [false, true] {
+        let mut c = core(CoreConfig { exec, ..cfg() }, now);
+        let a = Alert {
+            gateway: "gw2".into(),
+            ..alert("f2", AlertLevel::Critical)
+        };
+        let actions = feed_on(&mut c, "thermalert/gw2/alerts/28-1", &a, ACKS, now);
+        assert!(actions.contains(&Action::Notify(a.clone())), "{actions:?}");
+        assert!(
+            !actions.iter().any(|x| matches!(
+                x,
+                Action::Answer { .. } | Action::Hook { reply: Some(_), .. }
+            )),
+            "exec {exec}: {actions:?}"
+        );
+    }
+}
+
 #[test]
 fn a_shared_filter_loses_its_group_and_a_plain_one_stays() {
     assert_eq!(
