@@ -59,15 +59,8 @@ pub fn main() -> i32 {
     // turns, so that a batch of messages is handled and answered in one go
     // (one checkpoint, one write) instead of each crossing between worker
     // threads (see BENCHMARKS.md).
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            log::error!("cannot start the runtime: {e}");
-            return 1;
-        }
+    let Some(rt) = crate::mqtt::oneshot::runtime() else {
+        return 1;
     };
     match rt.block_on(run_with(settings, channels)) {
         Ok(()) => 0,
