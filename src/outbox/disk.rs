@@ -10,7 +10,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::record::{decode_all, encode, replay, Item, Record};
+use super::record::{decode_all, encode, renumber_if_exhausted, replay, Item, Record};
 use super::OutboxError;
 
 /// The log's file name inside the state directory.
@@ -69,10 +69,17 @@ impl DiskLog {
             }
         };
         let d = decode_all(&buf);
-        let pending: Vec<(u64, u64, Item)> = replay(d.records)
+        let mut pending: Vec<(u64, u64, Item)> = replay(d.records)
             .into_iter()
             .map(|(seq, (at, item))| (seq, at, item))
             .collect();
+        if renumber_if_exhausted(&mut pending) {
+            log::warn!(
+                "outbox {}: sequence numbers near their limit; renumbered the {} pending entr(y/ies) from 0",
+                path.display(),
+                pending.len()
+            );
+        }
         let (file, bytes, live) = write_compacted(&path, &pending)?;
         let live_bytes = live.values().sum();
         Ok(Loaded {

@@ -47,7 +47,8 @@ use std::time::{Instant, SystemTime};
 pub use disk::{Disk, DiskLog, Loaded, Opened, SyncJob, FILE_NAME};
 pub use queue::{Entry, Queue, SyncNews, SYNC_STALL};
 pub use record::{
-    crc32, decode_all, encode, replay, unix_ms, waited_before, Decoded, Item, Record, MAX_RECORD,
+    crc32, decode_all, encode, renumber_if_exhausted, replay, unix_ms, waited_before, Decoded,
+    Item, Record, MAX_RECORD, SEQ_LIMIT,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -338,6 +339,61 @@ mod tests {
         o.push(alert("a3"));
         o.sync_now();
         assert_eq!(o.pop().map(|e| e.seq), Some(3));
+    }
+
+    #[test]
+    fn a_record_at_the_largest_seq_loads_is_delivered_and_new_records_follow() {
+        // Issue 16: a valid record with seq u64::MAX crashed every start.
+        let t = tempfile::tempdir().expect("tempdir");
+        let last = Record::Add {
+            seq: u64::MAX,
+            at_ms: 1000,
+            item: alert(&format!("id-{}", u64::MAX)),
+        };
+        let recs = vec![add(7), last];
+        std::fs::write(t.path().join(FILE_NAME), log_of(&recs)).expect("write");
+        let mut o = Outbox::open(t.path(), 1 << 20);
+        let loaded: Vec<Entry> = std::iter::from_fn(|| o.pop()).collect();
+        let ids: Vec<String> = loaded.iter().map(|e| e.item.describe()).collect();
+        assert_eq!(ids.len(), 2, "{ids:?}");
+        assert!(ids[0].contains("id-7") && ids[1].contains(&format!("id-{}", u64::MAX)));
+        o.push(alert("new"));
+        o.sync_now();
+        let new = o.pop().expect("the new entry");
+        assert!(
+            loaded.iter().all(|e| e.seq != new.seq),
+            "numbers stay unique"
+        );
+        // The old ones complete; the new one is still there after a reopen.
+        for e in &loaded {
+            o.handed(e.clone());
+            let back = o.take_handed(e.seq).expect("handed");
+            o.finish(&back);
+        }
+        drop(o);
+        let mut o = Outbox::open(t.path(), 1 << 20);
+        let left: Vec<String> = std::iter::from_fn(|| o.pop())
+            .map(|e| e.item.describe())
+            .collect();
+        assert_eq!(left.len(), 1, "{left:?}");
+        assert!(left[0].contains("new"), "{left:?}");
+    }
+
+    #[test]
+    fn a_queue_loaded_at_the_largest_seq_numbers_new_entries_uniquely() {
+        let now = Instant::now();
+        let mut q = Queue::loaded(
+            vec![(u64::MAX - 1, 0, alert("a")), (u64::MAX, 0, alert("b"))],
+            now,
+            0,
+        );
+        let s = q.push(alert("c"), now);
+        let t = q.push(alert("d"), now);
+        q.synced_now(s.max(t));
+        let seqs: Vec<u64> = std::iter::from_fn(|| q.pop()).map(|e| e.seq).collect();
+        assert_eq!(seqs.len(), 4, "{seqs:?}");
+        let unique: std::collections::BTreeSet<u64> = seqs.iter().copied().collect();
+        assert_eq!(unique.len(), 4, "{seqs:?}");
     }
 
     #[test]

@@ -9,7 +9,7 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use super::record::{waited_before, Item};
+use super::record::{renumber_if_exhausted, waited_before, Item};
 
 /// A sync that has not returned after this long is taken as hung (a
 /// failing SD card can block `fdatasync` for minutes): alerts go out
@@ -79,10 +79,15 @@ impl Queue {
     /// A queue starting with the entries a previous run left in the log,
     /// `(seq, wall-clock ms when added, item)`; their waiting time so far
     /// comes from the wall clock (`now_ms`), see [`waited_before`].
-    pub fn loaded(pending: Vec<(u64, u64, Item)>, now: Instant, now_ms: u64) -> Self {
+    /// Numbers too large to count on from are renumbered in order (see
+    /// [`renumber_if_exhausted`]; [`super::DiskLog::open`] has done so
+    /// already, and rewritten the log with the new numbers).
+    pub fn loaded(mut pending: Vec<(u64, u64, Item)>, now: Instant, now_ms: u64) -> Self {
         let mut q = Self::new(true);
+        pending.sort_by_key(|(seq, _, _)| *seq);
+        renumber_if_exhausted(&mut pending);
         for (seq, at_ms, item) in pending {
-            q.next_seq = q.next_seq.max(seq + 1);
+            q.next_seq = q.next_seq.max(seq.saturating_add(1));
             q.queue.push_back(Entry {
                 waited_before: waited_before(&item, at_ms, now_ms),
                 seq,
@@ -104,7 +109,8 @@ impl Queue {
     /// that fails), and it is handed out once a sync covered it.
     pub fn push(&mut self, item: Item, now: Instant) -> u64 {
         let seq = self.next_seq;
-        self.next_seq += 1;
+        // Below SEQ_LIMIT after any load: never saturates in practice.
+        self.next_seq = self.next_seq.saturating_add(1);
         let persisted = self.has_disk;
         if persisted {
             self.unsynced.insert(seq);

@@ -151,6 +151,26 @@ pub fn replay(records: Vec<Record>) -> BTreeMap<u64, (u64, Item)> {
     live
 }
 
+/// Sequence numbers read from a log at or past this leave too little room
+/// to number new entries after them: no daemon counts this far (alerts
+/// are rare), so such a record was forged or damaged with a valid CRC. The
+/// pending entries are then renumbered on load.
+pub const SEQ_LIMIT: u64 = 1 << 62;
+
+/// Renumbers `pending` (in sequence order) 0, 1, 2... when its largest
+/// number is at or past [`SEQ_LIMIT`], keeping the order and every entry;
+/// true when it did. No arithmetic on a number read from disk may
+/// overflow (issue 16: `seq + 1` at `u64::MAX` crashed every start).
+pub fn renumber_if_exhausted(pending: &mut [(u64, u64, Item)]) -> bool {
+    if pending.iter().all(|(seq, _, _)| *seq < SEQ_LIMIT) {
+        return false;
+    }
+    for (n, (seq, _, _)) in (0u64..).zip(pending.iter_mut()) {
+        *seq = n;
+    }
+    true
+}
+
 /// How long an entry from a previous run had waited, by the wall clock.
 /// An alert stamped while the clock was not synchronised (a Pi without RTC
 /// before NTP) has no meaningful age: the clock may have jumped years

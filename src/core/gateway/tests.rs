@@ -614,6 +614,44 @@ fn at_start_alerts_left_in_the_outbox_go_first_with_what_is_left_of_their_expiry
 }
 
 #[test]
+fn an_entry_loaded_at_the_largest_seq_is_published_and_new_alerts_follow() {
+    // Issue 16: a record with seq u64::MAX crashed every start.
+    let now_ms = WALL0 * 1000;
+    let item = Item::Alert {
+        alert: Alert::sample("max", AlertLevel::Critical),
+    };
+    let mut r = Rig::with(Queue::new(true), false);
+    let now = r.now();
+    r.g = Gateway::new(
+        config(r.dir.path(), SENSORS),
+        Queue::loaded(vec![(u64::MAX, now_ms, item)], now.mono, now_ms),
+        Box::new(|| "new".into()),
+        false,
+    );
+    let up = r.up();
+    let old = entry_seqs(&up);
+    assert_eq!(old.len(), 1, "{up:?}");
+    assert!(publishes(&up)[0].payload.windows(3).any(|w| w == b"max"));
+    let out = r.sweep(&[("a", Ok(45.0)), ("b", Ok(20.0))]);
+    let stores: Vec<u64> = out
+        .iter()
+        .filter_map(|a| match a {
+            Action::Store { seq, .. } => Some(*seq),
+            _ => None,
+        })
+        .collect();
+    assert!(!stores.is_empty(), "{out:?}");
+    assert!(
+        stores.iter().all(|s| !old.contains(s)),
+        "{stores:?} {old:?}"
+    );
+    let upto = *stores.iter().max().expect("a store");
+    let now = r.now();
+    let published = entry_seqs(&r.g.on_synced(upto, now));
+    assert_eq!(published, stores, "the new alerts go out");
+}
+
+#[test]
 fn at_shutdown_the_outbox_is_synced_on_the_spot_and_handed_out() {
     let mut r = Rig::with_disk();
     r.up();
