@@ -140,7 +140,13 @@ pub async fn run(cfg: Config, endpoint: Endpoint, config_path: &Path) -> Result<
             Instant::now(),
             outbox::unix_ms(SystemTime::now()),
         ),
-        None => Queue::new(false),
+        // Read but not rewritable (read-only or full): delivered from
+        // memory (Disk::open said so).
+        None => Queue::loaded_in_memory(
+            opened.pending,
+            Instant::now(),
+            outbox::unix_ms(SystemTime::now()),
+        ),
     };
     let alarm = alarm::from_config(cfg.alarm.as_ref());
     let ha = cfg

@@ -48,43 +48,70 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> OutboxError + '_ {
     }
 }
 
+/// What was read from the log in `dir`, before it is rewritten.
+struct Read {
+    path: PathBuf,
+    pending: Vec<(u64, u64, Item)>,
+    skipped: usize,
+}
+
+/// Reads the log in `dir` (creating `dir`); an unreadable log is moved
+/// aside.
+fn read_log(dir: &Path) -> Result<Read, OutboxError> {
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let path = dir.join(FILE_NAME);
+    let buf = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => {
+            // Unreadable: keep it aside for a person, start afresh.
+            let aside = path.with_extension("log.unreadable");
+            log::error!(
+                "outbox {}: cannot read ({e}); moving it to {} and starting empty",
+                path.display(),
+                aside.display()
+            );
+            std::fs::rename(&path, &aside).map_err(io(&path))?;
+            Vec::new()
+        }
+    };
+    let d = decode_all(&buf);
+    let mut pending: Vec<(u64, u64, Item)> = replay(d.records)
+        .into_iter()
+        .map(|(seq, (at, item))| (seq, at, item))
+        .collect();
+    if renumber_if_exhausted(&mut pending) {
+        log::warn!(
+            "outbox {}: sequence numbers near their limit; renumbered the {} pending entr(y/ies) from 0",
+            path.display(),
+            pending.len()
+        );
+    }
+    Ok(Read {
+        path,
+        pending,
+        skipped: d.skipped,
+    })
+}
+
 impl DiskLog {
     /// Opens (creating) the log in `dir`, reads what it can, and compacts it.
     pub fn open(dir: &Path, max_bytes: u64) -> Result<Loaded, OutboxError> {
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
-        let path = dir.join(FILE_NAME);
-        let buf = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => {
-                // Unreadable: keep it aside for a person, start afresh.
-                let aside = path.with_extension("log.unreadable");
-                log::error!(
-                    "outbox {}: cannot read ({e}); moving it to {} and starting empty",
-                    path.display(),
-                    aside.display()
-                );
-                std::fs::rename(&path, &aside).map_err(io(&path))?;
-                Vec::new()
-            }
+        let read = read_log(dir)?;
+        DiskLog::compacted(read, max_bytes).map_err(|(e, _)| e)
+    }
+
+    /// Rewrites what [`read_log`] found as the new log; on failure, the
+    /// error and the pending entries read (to deliver from memory).
+    fn compacted(read: Read, max_bytes: u64) -> Result<Loaded, (OutboxError, Read)> {
+        let (file, bytes, live) = match write_compacted(&read.path, &read.pending) {
+            Ok(c) => c,
+            Err(e) => return Err((e, read)),
         };
-        let d = decode_all(&buf);
-        let mut pending: Vec<(u64, u64, Item)> = replay(d.records)
-            .into_iter()
-            .map(|(seq, (at, item))| (seq, at, item))
-            .collect();
-        if renumber_if_exhausted(&mut pending) {
-            log::warn!(
-                "outbox {}: sequence numbers near their limit; renumbered the {} pending entr(y/ies) from 0",
-                path.display(),
-                pending.len()
-            );
-        }
-        let (file, bytes, live) = write_compacted(&path, &pending)?;
         let live_bytes = live.values().sum();
         Ok(Loaded {
             log: DiskLog {
-                path,
+                path: read.path,
                 file,
                 bytes,
                 live,
@@ -92,8 +119,8 @@ impl DiskLog {
                 max_bytes,
                 sync_handle: None,
             },
-            pending,
-            skipped_bytes: d.skipped,
+            pending: read.pending,
+            skipped_bytes: read.skipped,
         })
     }
 
@@ -195,13 +222,19 @@ fn write_compacted(path: &Path, pending: &[(u64, u64, Item)]) -> Result<Compacte
         buf.extend_from_slice(&rec);
     }
     let tmp = path.with_extension("log.tmp");
-    {
-        let mut f = File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(&buf)
-            .and_then(|()| f.sync_all())
-            .map_err(io(&tmp))?;
+    let written = File::create(&tmp).and_then(|mut f| {
+        f.write_all(&buf)?;
+        f.sync_all()
+    });
+    if let Err(e) = written {
+        // Full or read-only: leave no empty or partial temporary file.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io(&tmp)(e));
     }
-    std::fs::rename(&tmp, path).map_err(io(path))?;
+    if let Err(e) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io(path)(e));
+    }
     if let Some(dir) = path.parent() {
         if let Ok(d) = File::open(dir) {
             let _ = d.sync_all();
@@ -248,7 +281,20 @@ impl Disk {
     /// (`outbox_max_bytes`). Never fails: without a usable log the outbox
     /// works in memory (logged).
     pub fn open(dir: &Path, max_bytes: u64) -> Opened {
-        match DiskLog::open(dir, max_bytes) {
+        let read = match read_log(dir) {
+            Ok(r) => r,
+            Err(e) => {
+                log::error!(
+                    "outbox in {}: {e}; alerts are kept in memory only (not crash-safe)",
+                    dir.display()
+                );
+                return Opened {
+                    disk: None,
+                    pending: Vec::new(),
+                };
+            }
+        };
+        match DiskLog::compacted(read, max_bytes) {
             Ok(l) => {
                 if l.skipped_bytes > 0 {
                     log::error!(
@@ -273,14 +319,17 @@ impl Disk {
                     pending: l.pending,
                 }
             }
-            Err(e) => {
+            Err((e, read)) => {
+                // The entries read are delivered all the same (from
+                // memory); the log keeps them for a restart until then.
                 log::error!(
-                    "outbox in {}: {e}; alerts are kept in memory only (not crash-safe)",
-                    dir.display()
+                    "outbox {}: cannot rewrite it: {e}; delivering its {} pending entr(y/ies) from memory, and alerts are kept in memory only (not crash-safe) while the disk refuses writes",
+                    read.path.display(),
+                    read.pending.len()
                 );
                 Opened {
                     disk: None,
-                    pending: Vec::new(),
+                    pending: read.pending,
                 }
             }
         }

@@ -91,7 +91,7 @@ impl Outbox {
         let o = Disk::open(dir, max_bytes);
         let queue = match &o.disk {
             Some(_) => Queue::loaded(o.pending, Instant::now(), unix_ms(SystemTime::now())),
-            None => Queue::new(false),
+            None => Queue::loaded_in_memory(o.pending, Instant::now(), unix_ms(SystemTime::now())),
         };
         Self {
             queue,
@@ -203,6 +203,7 @@ mod tests {
     use crate::core::alert::AlertLevel;
     use crate::mqtt::payload::Alert;
     use proptest::prelude::*;
+    use std::path::Path;
     use std::time::Duration;
 
     /// The hand-written table CRC-32 the log was written with before
@@ -394,6 +395,113 @@ mod tests {
         assert_eq!(seqs.len(), 4, "{seqs:?}");
         let unique: std::collections::BTreeSet<u64> = seqs.iter().copied().collect();
         assert_eq!(unique.len(), 4, "{seqs:?}");
+    }
+
+    fn six_pending(dir: &Path) {
+        let recs: Vec<Record> = (0..6).map(add).collect();
+        std::fs::write(dir.join(FILE_NAME), log_of(&recs)).expect("write");
+    }
+
+    /// Every queued entry can be handed out at once (memory only), in order.
+    fn delivered_ids(o: &mut Outbox) -> Vec<String> {
+        std::iter::from_fn(|| o.pop())
+            .map(|e| e.item.describe())
+            .collect()
+    }
+
+    #[test]
+    fn a_log_that_cannot_be_rewritten_is_delivered_from_memory() {
+        // Issue 16: the compaction at open failed and all 6 were dropped.
+        // The temporary file's name is taken by a folder: creating it fails
+        // for root too.
+        let t = tempfile::tempdir().expect("tempdir");
+        six_pending(t.path());
+        std::fs::create_dir(t.path().join("outbox.log.tmp")).expect("mkdir");
+        let mut o = Outbox::open(t.path(), 1 << 20);
+        assert_eq!(o.path(), None, "memory only");
+        let ids = delivered_ids(&mut o);
+        assert_eq!(ids.len(), 6, "{ids:?}");
+        for (i, id) in ids.iter().enumerate() {
+            assert!(id.contains(&format!("id-{i}")), "{ids:?}");
+        }
+        o.push(alert("new"));
+        assert!(o.pop().is_some_and(|e| e.item.describe().contains("new")));
+        // The log still holds them for the next start.
+        drop(o);
+        let buf = std::fs::read(t.path().join(FILE_NAME)).expect("read");
+        assert_eq!(replay(decode_all(&buf).records).len(), 6);
+    }
+
+    /// A tmpfs mounted on a temporary folder (tests run as root here);
+    /// `None` where mounting is not allowed.
+    struct Tmpfs(tempfile::TempDir);
+
+    impl Tmpfs {
+        fn mount(options: &str) -> Option<Self> {
+            let t = tempfile::tempdir().expect("tempdir");
+            let ok = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+                .arg(t.path())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                eprintln!("cannot mount a tmpfs here: test skipped");
+                return None;
+            }
+            Some(Self(t))
+        }
+
+        fn path(&self) -> &Path {
+            self.0.path()
+        }
+
+        fn remount(&self, options: &str) {
+            let ok = std::process::Command::new("mount")
+                .args(["-o", options])
+                .arg(self.path())
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "remount {options}");
+        }
+    }
+
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg(self.path())
+                .status();
+        }
+    }
+
+    #[test]
+    fn a_read_only_state_dir_delivers_its_queued_alerts() {
+        let Some(fs) = Tmpfs::mount("size=1m") else {
+            return;
+        };
+        six_pending(fs.path());
+        fs.remount("remount,ro");
+        let mut o = Outbox::open(fs.path(), 1 << 20);
+        assert_eq!(delivered_ids(&mut o).len(), 6);
+        assert!(!fs.path().join("outbox.log.tmp").exists());
+    }
+
+    #[test]
+    fn a_full_state_dir_delivers_its_queued_alerts_and_leaves_no_temp_file() {
+        let Some(fs) = Tmpfs::mount("size=64k") else {
+            return;
+        };
+        six_pending(fs.path());
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(fs.path().join("filler")).expect("filler");
+            while f.write_all(&[0u8; 1024]).is_ok() {}
+        }
+        let mut o = Outbox::open(fs.path(), 1 << 20);
+        assert_eq!(delivered_ids(&mut o).len(), 6);
+        assert!(
+            !fs.path().join("outbox.log.tmp").exists(),
+            "no empty temporary file left behind"
+        );
     }
 
     #[test]

@@ -82,8 +82,24 @@ impl Queue {
     /// Numbers too large to count on from are renumbered in order (see
     /// [`renumber_if_exhausted`]; [`super::DiskLog::open`] has done so
     /// already, and rewritten the log with the new numbers).
-    pub fn loaded(mut pending: Vec<(u64, u64, Item)>, now: Instant, now_ms: u64) -> Self {
-        let mut q = Self::new(true);
+    pub fn loaded(pending: Vec<(u64, u64, Item)>, now: Instant, now_ms: u64) -> Self {
+        Self::with_pending(true, pending, now, now_ms)
+    }
+
+    /// As [`Queue::loaded`], for entries read from a log that could not be
+    /// rewritten (a read-only or full disk): they are delivered from
+    /// memory, and new entries are kept in memory only.
+    pub fn loaded_in_memory(pending: Vec<(u64, u64, Item)>, now: Instant, now_ms: u64) -> Self {
+        Self::with_pending(false, pending, now, now_ms)
+    }
+
+    fn with_pending(
+        has_disk: bool,
+        mut pending: Vec<(u64, u64, Item)>,
+        now: Instant,
+        now_ms: u64,
+    ) -> Self {
+        let mut q = Self::new(has_disk);
         pending.sort_by_key(|(seq, _, _)| *seq);
         renumber_if_exhausted(&mut pending);
         for (seq, at_ms, item) in pending {
@@ -93,7 +109,7 @@ impl Queue {
                 seq,
                 item,
                 since: now,
-                persisted: true,
+                persisted: has_disk,
                 durable: true,
             });
         }
