@@ -308,6 +308,64 @@ fn a_resent_alert_is_not_shown_again_by_a_restarted_notifier_but_answered() {
     );
 }
 
+/// Issue 16: an entry the client refuses every time (its topic is invalid)
+/// went back to the head of the outbox forever, and nothing behind it was
+/// ever sent.
+#[test]
+fn an_entry_that_can_never_be_published_is_dropped_and_the_ones_behind_it_go_out() {
+    use thermalert::core::alert::AlertLevel;
+    use thermalert::mqtt::payload::Alert;
+    use thermalert::outbox::{encode, Item, Record, FILE_NAME};
+    let t = tmp();
+    let broker = Broker::start(&t.path().join("b"));
+    let n = notifier(&broker, "n-poison", &[]);
+    let mut cfg = GwConfig::new(&broker, "gw1");
+    cfg.sensors = freezer(HOT, "[[0.0, 20.0]]");
+    let conf = cfg.write(t.path());
+    let at_ms = thermalert::outbox::unix_ms(SystemTime::now());
+    let alert = |id: &str, sensor: &str| Alert {
+        id: id.into(),
+        gateway: "gw1".into(),
+        sensor: sensor.into(),
+        name: "freezer".into(),
+        level: AlertLevel::Warning,
+        celsius: Some(35.0),
+        threshold: Some(30.0),
+        previous: None,
+        ts: "2026-01-01T00:00:00.000Z".into(),
+        message: "WARNING at 35.00 C".into(),
+        escalation: 0,
+        clock_synced: true,
+    };
+    let poison = alert("poison-1", "bad/+");
+    let good = alert("good-1", "28-1");
+    let mut log = Vec::new();
+    for (seq, alert) in [(0, poison), (1, good)] {
+        let rec = Record::Add {
+            seq,
+            at_ms,
+            item: Item::Alert { alert },
+        };
+        log.extend(encode(&rec).expect("encode"));
+    }
+    let state = t.path().join("state-gw1");
+    std::fs::create_dir_all(&state).expect("state dir");
+    std::fs::write(state.join(FILE_NAME), log).expect("write outbox");
+    let d = daemon(&conf);
+    dump_on_panic(&d, || {
+        d.err.wait_contains("alert good-1 answered by n-poison");
+        d.err.wait("the poison entry dropped", |l| {
+            l.contains("ERROR") && l.contains("poison-1") && l.contains("dropped")
+        });
+    });
+    n.out.wait_contains("good-1");
+    drop(d);
+    // Forgotten in the outbox too: not tried again at the next start.
+    let left = std::fs::read(state.join(FILE_NAME)).expect("read outbox");
+    let pending = thermalert::outbox::replay(thermalert::outbox::decode_all(&left).records);
+    assert!(pending.is_empty(), "{pending:?}");
+}
+
 // Escalation --------------------------------------------------------------------
 
 #[test]

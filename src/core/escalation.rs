@@ -80,6 +80,12 @@ impl Escalator {
         }
     }
 
+    /// Alert `id` can never be published (refused for good) and was
+    /// dropped: nothing to escalate.
+    pub fn dropped(&mut self, id: &str) {
+        self.tracked.remove(id);
+    }
+
     /// A notifier answered alert `id`.
     pub fn answered(&mut self, id: &str) {
         self.tracked.remove(id);

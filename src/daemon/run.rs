@@ -18,8 +18,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use rumqttc::mqttbytes::v5::PubRecReason;
 use rumqttc::{
-    AsyncClient, PublishNotice, PublishNoticeError, PublishOptions, PublishProperties,
+    AsyncClient, ClientError, PublishNotice, PublishNoticeError, PublishOptions, PublishProperties,
     PublishResult, QoS,
 };
 use tokio::sync::mpsc;
@@ -255,13 +256,40 @@ pub async fn run(cfg: Config, endpoint: Endpoint, config_path: &Path) -> Result<
     Ok(())
 }
 
-/// A publish notice's result, for the gateway.
+/// A publish notice's result, for the gateway: a refusal that will not
+/// change (the broker finds the topic or the payload invalid) is told
+/// apart from one that may clear (quota, authorisation, a busy broker).
 fn outcome(res: Result<PublishResult, PublishNoticeError>) -> Outcome {
     match res {
         Ok(PublishResult::Qos2Completed(_)) => Outcome::Completed,
+        Ok(PublishResult::Qos2PubRecRejected(rec)) if refused_for_good(rec.reason) => {
+            Outcome::Rejected(format!("the broker: {:?}", rec.reason))
+        }
         Ok(PublishResult::Qos2PubRecRejected(rec)) => Outcome::Refused(format!("{:?}", rec.reason)),
         Ok(other) => Outcome::Other(format!("{other:?}")),
+        Err(PublishNoticeError::V5PubRec(reason)) if refused_for_good(reason) => {
+            Outcome::Rejected(format!("the broker: {reason:?}"))
+        }
         Err(e) => Outcome::Failed(e.to_string()),
+    }
+}
+
+/// A PUBREC reason the same message will get every time.
+fn refused_for_good(reason: PubRecReason) -> bool {
+    matches!(
+        reason,
+        PubRecReason::TopicNameInvalid | PubRecReason::PayloadFormatInvalid
+    )
+}
+
+/// What to tell the gateway when the client would not take entry `seq`:
+/// `None` when its queue is full (busy: it goes back, in order), the
+/// outcome when the client will refuse it every time (an invalid topic).
+fn client_refusal(e: &ClientError) -> Option<Outcome> {
+    match e {
+        ClientError::InvalidRequest(_) => Some(Outcome::Rejected(format!("the client: {e}"))),
+        // Full, disconnected (reconnecting), or anything newer: may clear.
+        _ => None,
     }
 }
 
@@ -344,11 +372,17 @@ impl Shell {
                                 self.shutdown
                                     .spawn(wait_notice(seq, notice, self.done_tx.clone()));
                             }
-                            Err(e) => {
-                                log::debug!("client queue full ({e}); will retry");
-                                self.gateway.on_client_busy(seq);
-                                busy = true;
-                            }
+                            Err(e) => match client_refusal(&e) {
+                                Some(refused) => {
+                                    let now = self.now();
+                                    queue.extend(self.gateway.on_published(seq, refused, now));
+                                }
+                                None => {
+                                    log::debug!("client queue full ({e}); will retry");
+                                    self.gateway.on_client_busy(seq);
+                                    busy = true;
+                                }
+                            },
                         }
                     }
                 },
@@ -534,6 +568,63 @@ mod tests {
             response,
             kind,
         }
+    }
+
+    #[test]
+    fn a_refusal_that_will_not_change_is_told_apart_from_a_busy_client() {
+        use rumqttc::mqttbytes::v5::PubRec;
+        let rec = |reason| {
+            Ok(PublishResult::Qos2PubRecRejected(PubRec {
+                reason,
+                ..PubRec::new(1, None)
+            }))
+        };
+        assert!(matches!(
+            outcome(rec(PubRecReason::TopicNameInvalid)),
+            Outcome::Rejected(_)
+        ));
+        assert!(matches!(
+            outcome(rec(PubRecReason::PayloadFormatInvalid)),
+            Outcome::Rejected(_)
+        ));
+        assert!(matches!(
+            outcome(Err(PublishNoticeError::V5PubRec(
+                PubRecReason::TopicNameInvalid
+            ))),
+            Outcome::Rejected(_)
+        ));
+        for may_clear in [
+            PubRecReason::QuotaExceeded,
+            PubRecReason::NotAuthorized,
+            PubRecReason::UnspecifiedError,
+        ] {
+            assert!(matches!(outcome(rec(may_clear)), Outcome::Refused(_)));
+        }
+        assert!(matches!(
+            outcome(Err(PublishNoticeError::SessionReset)),
+            Outcome::Failed(_)
+        ));
+        // The client itself: an invalid topic is refused every time; a
+        // full queue only for now.
+        let (client, _eventloop) =
+            AsyncClient::builder(rumqttc::MqttOptions::new("t", "localhost"))
+                .capacity(1)
+                .build();
+        let opts = PublishOptions::new(QoS::ExactlyOnce);
+        let invalid = client
+            .try_publish_tracked("a/+/b", Vec::new(), opts.clone())
+            .expect_err("a wildcard in a topic");
+        assert!(matches!(
+            client_refusal(&invalid),
+            Some(Outcome::Rejected(_))
+        ));
+        client
+            .try_publish_tracked("a/b", Vec::new(), opts.clone())
+            .expect("room for one");
+        let full = client
+            .try_publish_tracked("a/b", Vec::new(), opts)
+            .expect_err("the queue is full");
+        assert!(client_refusal(&full).is_none(), "{full}");
     }
 
     #[test]

@@ -77,7 +77,8 @@ pub enum Kind {
     /// QoS 0, dropped when the client is busy.
     Reading,
     /// QoS 2, tracked: report with [`Gateway::on_published`], or
-    /// [`Gateway::on_client_busy`] when the client would not take it.
+    /// [`Gateway::on_client_busy`] when the client would not take it now
+    /// (its queue is full; [`Outcome::Rejected`] when it never will).
     Entry(u64),
 }
 
@@ -92,4 +93,8 @@ pub enum Outcome {
     Other(String),
     /// It did not complete (connection lost...): publish it again.
     Failed(String),
+    /// Refused for good: the client or the broker will refuse it every
+    /// time (an invalid topic, an invalid payload): dropped with an error
+    /// line and forgotten, so that the entries behind it go out.
+    Rejected(String),
 }

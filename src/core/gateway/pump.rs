@@ -201,6 +201,19 @@ impl Gateway {
                 self.log(log::Level::Debug, format!("{what}: {other}"));
                 self.finish(&entry);
             }
+            Outcome::Rejected(reason) => {
+                // Put back, it would block every entry behind it forever.
+                self.log(
+                    log::Level::Error,
+                    format!(
+                        "{what}: refused for good ({reason}); dropped so that the entries behind it go out"
+                    ),
+                );
+                if let Item::Alert { alert } = &entry.item {
+                    self.escalator.dropped(&alert.id);
+                }
+                self.finish(&entry);
+            }
             Outcome::Failed(e) => {
                 self.log(
                     log::Level::Warn,

@@ -422,6 +422,43 @@ fn a_failed_publish_goes_out_again_and_a_refused_one_after_a_hold() {
     assert_eq!(entry_seqs(&r.flush()), vec![seq]);
 }
 
+#[test]
+fn an_entry_refused_for_good_is_dropped_forgotten_and_does_not_block_the_ones_behind_it() {
+    // Issue 16: an entry the client refuses every time (invalid topic)
+    // went back to the head of the queue forever.
+    let mut r = Rig::with_disk();
+    r.up();
+    r.sweep(&[("a", Ok(45.0)), ("b", Ok(20.0))]);
+    assert_eq!(r.flush(), vec![Action::Sync { upto: 1 }]);
+    let now = r.now();
+    let synced = r.g.on_synced(1, now);
+    assert_eq!(entry_seqs(&synced), vec![0, 1]);
+    // The shell's client refuses entry 0 for good; entry 1 finds the
+    // client's queue full behind it.
+    let now = r.now();
+    let dropped = r.g.on_published(
+        0,
+        Outcome::Rejected("the client: invalid topic".into()),
+        now,
+    );
+    assert!(any_line(
+        &dropped,
+        log::Level::Error,
+        "alert id-1 (CRITICAL freezer, escalation 0): refused for good (the client: invalid topic); dropped"
+    ));
+    assert!(dropped.contains(&Action::Forget {
+        seq: 0,
+        what: "alert id-1 (CRITICAL freezer, escalation 0)".into()
+    }));
+    r.g.on_client_busy(1);
+    // Not held, not tried again: the one behind it goes out at once.
+    let f = r.flush();
+    assert_eq!(entry_seqs(&f), vec![1], "{f:?}");
+    r.advance(REFUSAL_HOLD * 2);
+    assert!(entry_seqs(&r.tick()).is_empty(), "never published again");
+    assert_eq!(r.g.pending(), 1, "only entry 1 is left, in flight");
+}
+
 // ---- the outbox -------------------------------------------------------------
 
 #[test]
