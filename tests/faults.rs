@@ -2,7 +2,9 @@
 //! while sensors keep crossing thresholds, the daemon SIGKILLed with alerts
 //! raised while the broker was away or frozen mid-handshake, the notifier
 //! restarted between an alert and its re-send, escalation of unanswered
-//! alerts, and the broker's ACL and certificate checks.
+//! alerts, the broker's ACL and certificate checks, and outboxes a previous
+//! run left in a bad way (issue 16: a record at the largest seq, an entry
+//! that can never be published, a read-only state directory).
 //!
 //! Every alert is counted by its id: the ids the daemon logged (`ALERT ...
 //! id=...`) against the ids the notifier showed.
@@ -308,27 +310,14 @@ fn a_resent_alert_is_not_shown_again_by_a_restarted_notifier_but_answered() {
     );
 }
 
-/// Issue 16: an entry the client refuses every time (its topic is invalid)
-/// went back to the head of the outbox forever, and nothing behind it was
-/// ever sent.
-#[test]
-fn an_entry_that_can_never_be_published_is_dropped_and_the_ones_behind_it_go_out() {
-    use thermalert::core::alert::AlertLevel;
-    use thermalert::mqtt::payload::Alert;
-    use thermalert::outbox::{encode, Item, Record, FILE_NAME};
-    let t = tmp();
-    let broker = Broker::start(&t.path().join("b"));
-    let n = notifier(&broker, "n-poison", &[]);
-    let mut cfg = GwConfig::new(&broker, "gw1");
-    cfg.sensors = freezer(HOT, "[[0.0, 20.0]]");
-    let conf = cfg.write(t.path());
-    let at_ms = thermalert::outbox::unix_ms(SystemTime::now());
-    let alert = |id: &str, sensor: &str| Alert {
+/// A WARNING alert of gateway gw1, as a previous run left it in the outbox.
+fn stored_alert(id: &str, sensor: &str) -> thermalert::mqtt::payload::Alert {
+    thermalert::mqtt::payload::Alert {
         id: id.into(),
         gateway: "gw1".into(),
         sensor: sensor.into(),
         name: "freezer".into(),
-        level: AlertLevel::Warning,
+        level: thermalert::core::alert::AlertLevel::Warning,
         celsius: Some(35.0),
         threshold: Some(30.0),
         previous: None,
@@ -336,11 +325,15 @@ fn an_entry_that_can_never_be_published_is_dropped_and_the_ones_behind_it_go_out
         message: "WARNING at 35.00 C".into(),
         escalation: 0,
         clock_synced: true,
-    };
-    let poison = alert("poison-1", "bad/+");
-    let good = alert("good-1", "28-1");
+    }
+}
+
+/// Writes gw1's outbox log in `state` with `alerts` pending, by seq.
+fn write_outbox(state: &std::path::Path, alerts: Vec<(u64, thermalert::mqtt::payload::Alert)>) {
+    use thermalert::outbox::{encode, Item, Record, FILE_NAME};
+    let at_ms = thermalert::outbox::unix_ms(SystemTime::now());
     let mut log = Vec::new();
-    for (seq, alert) in [(0, poison), (1, good)] {
+    for (seq, alert) in alerts {
         let rec = Record::Add {
             seq,
             at_ms,
@@ -348,9 +341,112 @@ fn an_entry_that_can_never_be_published_is_dropped_and_the_ones_behind_it_go_out
         };
         log.extend(encode(&rec).expect("encode"));
     }
+    std::fs::create_dir_all(state).expect("state dir");
+    std::fs::write(state.join(FILE_NAME), log).expect("write outbox");
+}
+
+/// Issue 16: a record with a valid CRC and seq u64::MAX made every start
+/// panic (`seq + 1`), a restart loop while the alert waited.
+#[test]
+fn an_outbox_record_at_the_largest_seq_is_delivered_and_new_alerts_follow() {
+    let t = tmp();
+    let broker = Broker::start(&t.path().join("b"));
+    let n = notifier(&broker, "n-maxseq", &[]);
+    let mut cfg = GwConfig::new(&broker, "gw1");
+    cfg.sensors = hot_once();
+    let conf = cfg.write(t.path());
+    write_outbox(
+        &t.path().join("state-gw1"),
+        vec![(u64::MAX, stored_alert("maxseq-1", "28-1"))],
+    );
+    let d = daemon(&conf);
+    dump_on_panic(&d, || {
+        d.err.wait_contains("alert maxseq-1 answered by n-maxseq");
+        d.err.wait("the new alert", is_alert_line);
+        let id = raised_ids(&d).remove(0);
+        d.err
+            .wait_contains(&format!("alert {id} answered by n-maxseq"));
+    });
+    n.out.wait_contains("maxseq-1");
+}
+
+/// Issue 16: with the state directory read-only at start, the daemon read
+/// its queued alerts, failed to rewrite the log, and dropped all of them.
+/// The directory is a tmpfs remounted read-only (root ignores permission
+/// bits); skipped where mounting is not allowed.
+#[test]
+fn queued_alerts_in_a_read_only_state_dir_are_all_delivered() {
+    let t = tmp();
     let state = t.path().join("state-gw1");
     std::fs::create_dir_all(&state).expect("state dir");
-    std::fs::write(state.join(FILE_NAME), log).expect("write outbox");
+    let mount = |args: &[&str]| {
+        std::process::Command::new("mount")
+            .args(args)
+            .arg(&state)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !mount(&["-t", "tmpfs", "-o", "size=1m", "tmpfs"]) {
+        eprintln!("cannot mount a tmpfs here: test skipped");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(state.clone());
+    let ids: Vec<String> = (0..6).map(|i| format!("ro-{i}")).collect();
+    write_outbox(
+        &state,
+        (0u64..)
+            .zip(&ids)
+            .map(|(seq, id)| (seq, stored_alert(id, "28-1")))
+            .collect(),
+    );
+    assert!(mount(&["-o", "remount,ro"]), "remount read-only");
+    let broker = Broker::start(&t.path().join("b"));
+    let n = notifier(&broker, "n-ro", &[]);
+    let mut cfg = GwConfig::new(&broker, "gw1");
+    cfg.sensors = freezer(HOT, "[[0.0, 20.0]]");
+    let conf = cfg.write(t.path());
+    let d = daemon(&conf);
+    dump_on_panic(&d, || {
+        for id in &ids {
+            d.err.wait_contains(&format!("alert {id} answered by n-ro"));
+        }
+        d.err.wait("the error line", |l| {
+            l.contains("ERROR") && l.contains("cannot rewrite") && l.contains("6 pending")
+        });
+    });
+    for id in &ids {
+        n.out.wait_contains(id);
+    }
+    drop(d);
+    assert!(!state.join("outbox.log.tmp").exists());
+}
+
+/// Issue 16: an entry the client refuses every time (its topic is invalid)
+/// went back to the head of the outbox forever, and nothing behind it was
+/// ever sent.
+#[test]
+fn an_entry_that_can_never_be_published_is_dropped_and_the_ones_behind_it_go_out() {
+    use thermalert::outbox::FILE_NAME;
+    let t = tmp();
+    let broker = Broker::start(&t.path().join("b"));
+    let n = notifier(&broker, "n-poison", &[]);
+    let mut cfg = GwConfig::new(&broker, "gw1");
+    cfg.sensors = freezer(HOT, "[[0.0, 20.0]]");
+    let conf = cfg.write(t.path());
+    let state = t.path().join("state-gw1");
+    write_outbox(
+        &state,
+        vec![
+            (0, stored_alert("poison-1", "bad/+")),
+            (1, stored_alert("good-1", "28-1")),
+        ],
+    );
     let d = daemon(&conf);
     dump_on_panic(&d, || {
         d.err.wait_contains("alert good-1 answered by n-poison");

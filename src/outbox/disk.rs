@@ -271,6 +271,8 @@ pub struct Disk {
 
 /// What [`Disk::open`] found: the disk (when usable) and the entries a
 /// previous run left, `(seq, wall-clock ms when added, item)` in order.
+/// Entries read from a log that could not be rewritten come without a
+/// disk: deliver them from memory ([`super::Queue::loaded_in_memory`]).
 pub struct Opened {
     pub disk: Option<Disk>,
     pub pending: Vec<(u64, u64, Item)>,
