@@ -42,7 +42,10 @@ bash scripts/check-unit.sh target/debug/thermalertd
 # Installs its own packages (Debian's Rust cross toolchain, qemu-user-static):
 # install-deps.sh does not.
 echo "== ARM builds under qemu-user-static (aarch64; armv7 when it installs), release" >&2
-cross_out=$(bash scripts/cross-qemu.sh --release | tee /dev/stderr)
+# (Its output goes through a file, not `tee /dev/stderr`: reopening stderr
+# truncates it when it is a log file, and the earlier output is lost.)
+bash scripts/cross-qemu.sh --release | tee target/cross-qemu.out >&2
+cross_out=$(cat target/cross-qemu.out)
 
 # The packages users install; the amd64 one is also the system test's.
 echo "== Debian packages" >&2
