@@ -158,6 +158,10 @@ pub fn key_path_at(src: &str, offset: usize) -> Option<String> {
             format!("{path}.{key}")
         }
     }
+    fn spans(key: Option<&toml_edit::Key>, offset: usize) -> bool {
+        key.and_then(|k| k.span())
+            .is_some_and(|s| s.contains(&offset))
+    }
     fn value(v: &Value, path: &str, offset: usize) -> Option<String> {
         let inner = match v {
             Value::Array(a) => a
@@ -166,11 +170,7 @@ pub fn key_path_at(src: &str, offset: usize) -> Option<String> {
                 .find_map(|(i, v)| value(v, &format!("{path}[{i}]"), offset)),
             Value::InlineTable(t) => t.iter().find_map(|(k, v)| {
                 let p = join(path, k);
-                let on_key = t
-                    .key(k)
-                    .and_then(|k| k.span())
-                    .is_some_and(|s| s.contains(&offset));
-                if on_key {
+                if spans(t.key(k), offset) {
                     Some(p)
                 } else {
                     value(v, &p, offset)
@@ -198,11 +198,7 @@ pub fn key_path_at(src: &str, offset: usize) -> Option<String> {
     fn table(t: &Table, path: &str, offset: usize) -> Option<String> {
         t.iter().find_map(|(k, it)| {
             let p = join(path, k);
-            let on_key = t
-                .key(k)
-                .and_then(|k| k.span())
-                .is_some_and(|s| s.contains(&offset));
-            if on_key {
+            if spans(t.key(k), offset) {
                 Some(p)
             } else {
                 item(it, &p, offset)

@@ -479,30 +479,7 @@ impl Shared {
         let Some(info) = self.read_for_show(id, "w1_slave") else {
             return String::new();
         };
-        let mut bus = lock(&self.bus);
-        let Some(sl) = bus.slaves.get_mut(id) else {
-            return String::new();
-        };
-        let mut out = String::new();
-        for b in info.rom {
-            out.push_str(&format!("{b:02x} "));
-        }
-        out.push_str(&format!(
-            ": crc={:02x} {}\n",
-            info.crc,
-            if info.verdict { "YES" } else { "NO" }
-        ));
-        if info.verdict {
-            sl.rom = info.rom;
-        }
-        for b in sl.rom {
-            out.push_str(&format!("{b:02x} "));
-        }
-        out.push_str(&format!(
-            "t={}\n",
-            Self::temperature_from_ram(sl.dev.fid, &info.rom)
-        ));
-        out
+        self.print_w1_slave(id, &info)
     }
 
     /// `w1_slave_show()` before the rework: convert, read, and print the
@@ -534,6 +511,13 @@ impl Shared {
             info.crc = crc8(&info.rom[..8]);
             info.verdict = info.rom[8] == info.crc;
         }
+        self.print_w1_slave(id, &info)
+    }
+
+    /// The two lines `w1_slave_show()` prints (both versions): the bytes
+    /// read with `crc=xx YES|NO`, then the slave's last good scratchpad
+    /// (updated only on a good CRC) with `t=`.
+    fn print_w1_slave(&self, id: &str, info: &ThermInfo) -> String {
         let mut bus = lock(&self.bus);
         let Some(sl) = bus.slaves.get_mut(id) else {
             return String::new();
